@@ -1,0 +1,88 @@
+"""argv -> command. Each command is a small module in this package; this is the only exit point.
+
+A command module defines `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`. Heavy imports
+(aiokafka, aiohttp) happen inside `run`, so `bridge --version` and `bridge validate` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from bridge import __version__
+from bridge.errors import ConfigError
+
+# Order shown in `bridge --help`.
+COMMAND_MODULES = (
+    "validate",
+    "config_show",
+    "map",
+    "test",
+    "send",
+    "gateway_sim",
+    "run",
+    "demo",
+    "dlq",
+)
+
+
+def _load_commands() -> list[ModuleType]:
+    mods = []
+    for name in COMMAND_MODULES:
+        try:
+            mods.append(importlib.import_module(f"bridge.cli.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bridge.cli.{name}":
+                raise
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every available command."""
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="campus-bridge: Kafka campus events -> alibaba.campus.mc.message.sendmessagetomobile",
+    )
+    parser.add_argument("--version", action="version", version=f"campus-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _load_commands():
+        mod.register(sub)
+    return parser
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """The -c/--config option every config-reading command shares."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="config file (default: $BRIDGE_CONFIG, else config/bridge.yaml)",
+    )
+
+
+def print_config_error(exc: ConfigError) -> None:
+    """Config problems go to stderr, one line each, no traceback."""
+    for issue in exc.issues:
+        print(f"error: {issue}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bridge` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print_config_error(exc)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 1
+    return code

@@ -1,0 +1,355 @@
+"""The typed configuration (pydantic, frozen, extra=forbid) and its loader; the only reader of the environment.
+
+A config file has the sections `kafka`, `gateway`, `delivery`, `rules`, `metrics` and `logging`. Only `kafka`
+and `gateway` are required. String values may use `${VAR}` / `${VAR:-default}`. Secrets (`gateway.app_secret`,
+`gateway.session`, `kafka.security.sasl_password`) come from the environment or from a `*_file` path and are
+masked in every repr, log line and `bridge config show`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge.errors import ConfigError, ConfigIssue
+from bridge.yamlsrc import Locator, MissingEnvError, YamlLoadError, dotted, expand_env, load_yaml
+
+DEFAULT_CONFIG = "config/bridge.yaml"
+CONFIG_ENV = "BRIDGE_CONFIG"
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _read_secret_file(path: Path, key: str) -> SecretStr:
+    try:
+        return SecretStr(path.read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ValueError(f"cannot read {key} from {path}: {exc.strerror or exc}") from exc
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+class KafkaSecurity(_Model):
+    """How to reach the brokers: plain, TLS, SASL (PLAIN / SCRAM) or both."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.sasl_password_file is not None:
+            if self.sasl_password is not None:
+                raise ValueError("set sasl_password or sasl_password_file, not both")
+            object.__setattr__(self, "sasl_password", _read_secret_file(self.sasl_password_file, "sasl_password"))
+        if self.protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError(f"protocol {self.protocol} needs sasl_mechanism")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(f"protocol {self.protocol} needs sasl_username and sasl_password")
+        return self
+
+
+class KafkaSettings(_Model):
+    """The source topics, the consumer group and the dead-letter topic."""
+
+    bootstrap_servers: str
+    topics: list[str] = Field(default_factory=list)
+    topic_pattern: str | None = None
+    group_id: str = "campus-bridge"
+    group_instance_id: str | None = None
+    client_id: str = "campus-bridge"
+    auto_offset_reset: Literal["latest", "earliest"] = "latest"
+    dead_letter_topic: str = "campus-bridge.dlq"
+    max_record_bytes: PositiveInt = 1_048_576
+    fetch_max_records: PositiveInt = 500
+    max_pending_per_partition: PositiveInt = 10_000
+    commit_interval_seconds: PositiveFloat = 1.0
+    session_timeout_ms: PositiveInt = 45_000
+    heartbeat_interval_ms: PositiveInt = 3_000
+    max_poll_interval_ms: PositiveInt = 300_000
+    rebalance_drain_timeout_seconds: PositiveFloat = 10.0
+    security: KafkaSecurity = KafkaSecurity()
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str) -> str:
+        for part in v.split(","):
+            _host_port(part.strip())
+        return v
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if bool(self.topics) == bool(self.topic_pattern):
+            raise ValueError("set exactly one of topics (a list) or topic_pattern (a regex)")
+        if self.dead_letter_topic in self.topics:
+            raise ValueError("dead_letter_topic must not be one of the consumed topics")
+        return self
+
+
+class GatewaySettings(_Model):
+    """The TOP gateway: where to send, the app's credentials, how to sign."""
+
+    url: str = "https://eco.taobao.com/router/rest"
+    app_key: str = Field(min_length=1)
+    app_secret: SecretStr | None = None
+    app_secret_file: Path | None = None
+    sign_method: Literal["md5", "hmac", "hmac-sha256"] = "hmac-sha256"
+    session: SecretStr | None = None
+    partner_id: str | None = "campus-bridge"
+    simplify: bool = False
+    timeout_seconds: PositiveFloat = 5.0
+    max_connections: PositiveInt = 64
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"expected an absolute http(s) URL, got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _secret(self) -> Self:
+        if self.app_secret_file is not None:
+            if self.app_secret is not None:
+                raise ValueError("set app_secret or app_secret_file, not both")
+            object.__setattr__(self, "app_secret", _read_secret_file(self.app_secret_file, "app_secret"))
+        if self.app_secret is None or not self.app_secret.get_secret_value():
+            raise ValueError("app_secret is required (from the environment or app_secret_file)")
+        return self
+
+    def secret(self) -> str:
+        """The app secret in clear, for signing only."""
+        assert self.app_secret is not None
+        return self.app_secret.get_secret_value()
+
+
+class RateLimit(_Model):
+    """Calls per second to the gateway for this process; `per_second: 0` means unlimited."""
+
+    per_second: float = Field(default=100.0, ge=0)
+    burst: int = Field(default=20, ge=1)
+
+
+class RetrySettings(_Model):
+    """Exponential backoff with full jitter for transient failures."""
+
+    max_attempts: PositiveInt = 12
+    initial_backoff_seconds: PositiveFloat = 0.5
+    max_backoff_seconds: PositiveFloat = 60.0
+    max_age_seconds: PositiveFloat = 3600.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.max_backoff_seconds < self.initial_backoff_seconds:
+            raise ValueError("max_backoff_seconds must be >= initial_backoff_seconds")
+        return self
+
+
+class PauseSettings(_Model):
+    """Probing while paused on a systemic gateway error (bad credentials, clock, permissions)."""
+
+    initial_probe_seconds: PositiveFloat = 5.0
+    max_probe_seconds: PositiveFloat = 300.0
+
+
+class DeliverySettings(_Model):
+    """Concurrency, ordering, rate limit, retries and shutdown of delivery."""
+
+    max_in_flight: PositiveInt = 256
+    ordering: Literal["recipient", "partition", "none"] = "recipient"
+    rate_limit: RateLimit = RateLimit()
+    retry: RetrySettings = RetrySettings()
+    pause: PauseSettings = PauseSettings()
+    skip_older_than_seconds: float | None = Field(default=86400.0, ge=0)
+    shutdown_timeout_seconds: PositiveFloat = 30.0
+
+
+class RulesSettings(_Model):
+    """Where the mapping rules are, and rule-wide options. A plain list is taken as `inline`."""
+
+    rule_files: list[str] = Field(default_factory=list)
+    inline: list[dict[str, Any]] = Field(default_factory=list)
+    msg_key: Literal["deterministic", "random"] = "deterministic"
+    mobile_receiver_pattern: str = r"^\+?[0-9]{5,20}$"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_inline(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"inline": data}
+        return data
+
+    @field_validator("mobile_receiver_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return v
+
+
+class MetricsSettings(_Model):
+    """The daemon's HTTP endpoints: /metrics, /healthz, /readyz."""
+
+    enabled: bool = True
+    listen: str = "0.0.0.0:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        return _host_port(v)
+
+
+class LoggingSettings(_Model):
+    """Log level and format (one JSON object a line, or text for humans)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class Settings(_Model):
+    """The whole configuration of one bridge process."""
+
+    kafka: KafkaSettings
+    gateway: GatewaySettings
+    delivery: DeliverySettings = DeliverySettings()
+    rules: RulesSettings = RulesSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    # Where the file was; rule_files globs are relative to its folder. Not a config key.
+    source_path: Path | None = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the config are resolved against."""
+        return self.source_path.parent if self.source_path is not None else Path.cwd()
+
+
+def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """-c/--config wins, then $BRIDGE_CONFIG, then config/bridge.yaml."""
+    env = os.environ if env is None else env
+    return Path(explicit or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif msg.startswith("Value error, "):
+            msg = msg.removeprefix("Value error, ")
+        if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
+            given = err["input"]
+            if not isinstance(given, dict | list) and len(repr(given)) < 60 and "secret" not in dotted(loc):
+                msg = f"{msg} (got {given!r})"
+        issues.append(ConfigIssue(file, dotted(loc), msg, locator.line(loc)))
+    return issues
+
+
+def parse_settings(
+    data: Any, *, file: str = "<config>", locator: Locator | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate already-parsed YAML data (env expansion included) into Settings, or raise ConfigError."""
+    locator = locator or Locator()
+    env = os.environ if env is None else env
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigIssue(file, "", "the config must be a YAML mapping with sections", 1)])
+    try:
+        expanded = expand_env(data, env)
+    except MissingEnvError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    file,
+                    dotted(exc.path),
+                    f"environment variable {exc.name} is not set (use ${{{exc.name}:-default}} for a default)",
+                    locator.line(exc.path),
+                )
+            ]
+        ) from None
+    source = Path(file) if file != "<config>" else None
+    try:
+        return Settings.model_validate({**expanded, "source_path": source})
+    except ValidationError as exc:
+        raise ConfigError(_issues_from_validation(file, exc, locator)) from None
+
+
+def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, expand and validate a config file; raise ConfigError naming file, key path and line."""
+    path = Path(path)
+    try:
+        data, locator = load_yaml(path)
+    except YamlLoadError as exc:
+        raise ConfigError([ConfigIssue(str(path), "", exc.message, exc.line)]) from None
+    if isinstance(data, dict) and "source_path" in data:
+        raise ConfigError([ConfigIssue(str(path), "source_path", "unknown key", locator.line(("source_path",)))])
+    return parse_settings(data, file=str(path), locator=locator, env=env)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data, secrets replaced by `********`."""
+
+    def mask(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "********"
+        if isinstance(value, dict):
+            return {k: mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mask(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    raw = settings.model_dump(mode="python", exclude={"source_path"})
+    return {k: mask(v) for k, v in raw.items()}

@@ -1,0 +1,134 @@
+"""YAML loading that remembers where each key was, so errors can name the line.
+
+`load_yaml(path)` returns the data (safe loader) and a `Locator` that maps a key path such as
+`("delivery", "rate_limit", "per_second")` or `("rules", 3, "when")` to a 1-based line number.
+Also expands `${VAR}` / `${VAR:-default}` in string values (never in keys) from an environment mapping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PathKey = tuple[str | int, ...]
+
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Locator:
+    """Line numbers of the keys and items of one YAML document."""
+
+    lines: dict[PathKey, int] = field(default_factory=dict)
+
+    def line(self, path: PathKey) -> int | None:
+        """The line of `path`, or of its closest ancestor that has one."""
+        p = tuple(path)
+        while p:
+            if p in self.lines:
+                return self.lines[p]
+            p = p[:-1]
+        return None
+
+
+class YamlLoadError(Exception):
+    """The file is not readable YAML; `line` is 1-based when known."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+class MissingEnvError(Exception):
+    """A `${VAR}` without default names an unset variable."""
+
+    def __init__(self, name: str, path: PathKey) -> None:
+        super().__init__(name)
+        self.name = name
+        self.path = path
+
+
+def _walk(node: yaml.Node, path: PathKey, out: dict[PathKey, int], depth: int = 0) -> None:
+    if depth > 64:
+        return
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            sub = (*path, key)
+            out[sub] = key_node.start_mark.line + 1
+            _walk(value_node, sub, out, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            sub = (*path, i)
+            out[sub] = item.start_mark.line + 1
+            _walk(item, sub, out, depth + 1)
+
+
+def parse_yaml(text: str) -> tuple[Any, Locator]:
+    """Parse YAML text into (data, locator)."""
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise YamlLoadError(f"not valid YAML: {exc.problem or exc}", line) from exc
+    except yaml.YAMLError as exc:
+        raise YamlLoadError(f"not valid YAML: {exc}") from exc
+    lines: dict[PathKey, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return data, Locator(lines)
+
+
+def load_yaml(path: Path) -> tuple[Any, Locator]:
+    """Read and parse a YAML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise YamlLoadError(f"cannot read file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise YamlLoadError(f"not UTF-8 text: {exc}") from exc
+    return parse_yaml(text)
+
+
+def expand_env(data: Any, env: Mapping[str, str], path: PathKey = ()) -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string value; `$$` is a literal `$`."""
+    if isinstance(data, str):
+        if "$" not in data:
+            return data
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            value = env.get(name)
+            if value is None or (value == "" and default is not None):
+                if default is None:
+                    raise MissingEnvError(name, path)
+                return default
+            return value
+
+        return _ENV_RE.sub(sub, data)
+    if isinstance(data, dict):
+        return {k: expand_env(v, env, (*path, str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, env, (*path, i)) for i, v in enumerate(data)]
+    return data
+
+
+def dotted(path: PathKey) -> str:
+    """`("rules", 3, "when")` -> `rules[3].when`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
