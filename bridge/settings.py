@@ -35,7 +35,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
 
 
 def _read_secret_file(path: Path, key: str) -> SecretStr:
@@ -56,14 +56,23 @@ class KafkaSecurity(_Model):
     """How to reach the brokers: plain, TLS, SASL (PLAIN / SCRAM) or both."""
 
     protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """Transport security to the brokers."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism (required with SASL_*)."""
     sasl_username: str | None = None
+    """SASL user name."""
     sasl_password: SecretStr | None = None
+    """SASL password (secret; prefer `sasl_password_file` or `${VAR}`)."""
     sasl_password_file: Path | None = None
+    """File holding the SASL password."""
     ssl_cafile: Path | None = None
+    """CA bundle to verify the brokers (default: system CAs)."""
     ssl_certfile: Path | None = None
+    """Client certificate for mutual TLS."""
     ssl_keyfile: Path | None = None
+    """Private key of the client certificate."""
     ssl_check_hostname: bool = True
+    """Verify the broker's host name against its certificate."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -83,22 +92,39 @@ class KafkaSettings(_Model):
     """The source topics, the consumer group and the dead-letter topic."""
 
     bootstrap_servers: str
+    """Comma-separated `host:port` list of brokers."""
     topics: list[str] = Field(default_factory=list)
+    """Topics to consume (or use `topic_pattern`)."""
     topic_pattern: str | None = None
+    """Regular expression of topics to consume (instead of `topics`)."""
     group_id: str = "campus-bridge"
+    """Consumer group; run more instances with the same id to scale out."""
     group_instance_id: str | None = None
+    """Static membership id (unique per instance) for restarts without rebalance."""
     client_id: str = "campus-bridge"
+    """Client id shown in broker logs and quotas."""
     auto_offset_reset: Literal["latest", "earliest"] = "latest"
+    """Where a NEW group starts; `latest` avoids replaying history at users."""
     dead_letter_topic: str = "campus-bridge.dlq"
+    """Topic for records and messages that cannot be delivered."""
     max_record_bytes: PositiveInt = 1_048_576
+    """Records with a larger value are dead-lettered as `oversized`."""
     fetch_max_records: PositiveInt = 500
+    """Records per `getmany()` batch."""
     max_pending_per_partition: PositiveInt = 10_000
+    """Out-of-order window: unfinished records per partition before that partition is paused."""
     commit_interval_seconds: PositiveFloat = 1.0
+    """How often finished offsets are committed."""
     session_timeout_ms: PositiveInt = 45_000
+    """Group session timeout."""
     heartbeat_interval_ms: PositiveInt = 3_000
+    """Group heartbeat interval."""
     max_poll_interval_ms: PositiveInt = 300_000
+    """Longest gap between polls before the group evicts the member."""
     rebalance_drain_timeout_seconds: PositiveFloat = 10.0
+    """On revoke, how long in-flight calls of those partitions may finish before commit."""
     security: KafkaSecurity = KafkaSecurity()
+    """TLS / SASL settings."""
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -130,15 +156,25 @@ class GatewaySettings(_Model):
     """The TOP gateway: where to send, the app's credentials, how to sign."""
 
     url: str = "https://eco.taobao.com/router/rest"
+    """TOP gateway endpoint (the simulator's URL for local runs)."""
     app_key: str = Field(min_length=1)
+    """The TOP app key."""
     app_secret: SecretStr | None = None
+    """The TOP app secret (secret: from `${VAR}`), or use `app_secret_file`."""
     app_secret_file: Path | None = None
+    """File holding the app secret."""
     sign_method: Literal["md5", "hmac", "hmac-sha256"] = "hmac-sha256"
+    """Signature method."""
     session: SecretStr | None = None
+    """User session, only if the app needs one for this API."""
     partner_id: str | None = "campus-bridge"
+    """`partner_id` system parameter (SDK identification)."""
     simplify: bool = False
+    """Ask for the simplified (unwrapped) success envelope."""
     timeout_seconds: PositiveFloat = 5.0
+    """Per-call timeout; a timeout is retried."""
     max_connections: PositiveInt = 64
+    """Pooled HTTP connections to the gateway."""
 
     @field_validator("url")
     @classmethod
@@ -167,16 +203,22 @@ class RateLimit(_Model):
     """Calls per second to the gateway for this process; `per_second: 0` means unlimited."""
 
     per_second: float = Field(default=100.0, ge=0)
+    """Gateway calls per second for this process (0 = unlimited)."""
     burst: int = Field(default=20, ge=1)
+    """Calls allowed at once above the steady rate."""
 
 
 class RetrySettings(_Model):
     """Exponential backoff with full jitter for transient failures."""
 
     max_attempts: PositiveInt = 12
+    """Attempts before a transiently failing message is dead-lettered."""
     initial_backoff_seconds: PositiveFloat = 0.5
+    """First retry delay ceiling (full jitter)."""
     max_backoff_seconds: PositiveFloat = 60.0
+    """Largest retry delay ceiling."""
     max_age_seconds: PositiveFloat = 3600.0
+    """Dead-letter a message still failing this long after its first attempt."""
 
     @model_validator(mode="after")
     def _order(self) -> Self:
@@ -189,28 +231,41 @@ class PauseSettings(_Model):
     """Probing while paused on a systemic gateway error (bad credentials, clock, permissions)."""
 
     initial_probe_seconds: PositiveFloat = 5.0
+    """First delay between probes while paused on a systemic error."""
     max_probe_seconds: PositiveFloat = 300.0
+    """Largest delay between probes."""
 
 
 class DeliverySettings(_Model):
     """Concurrency, ordering, rate limit, retries and shutdown of delivery."""
 
     max_in_flight: PositiveInt = 256
+    """Gateway calls under way at once, all partitions together."""
     ordering: Literal["recipient", "partition", "none"] = "recipient"
+    """Keep source order per recipient, per partition, or not at all."""
     rate_limit: RateLimit = RateLimit()
+    """Client-side rate limit (GCRA)."""
     retry: RetrySettings = RetrySettings()
+    """Retries of transient failures."""
     pause: PauseSettings = PauseSettings()
+    """Probing while paused."""
     skip_older_than_seconds: float | None = Field(default=86400.0, ge=0)
+    """Events older than this (Kafka timestamp) are skipped and counted; null = never."""
     shutdown_timeout_seconds: PositiveFloat = 30.0
+    """On SIGTERM, how long in-flight calls may finish."""
 
 
 class RulesSettings(_Model):
     """Where the mapping rules are, and rule-wide options. A plain list is taken as `inline`."""
 
     rule_files: list[str] = Field(default_factory=list)
+    """Globs of rule files, relative to the config file."""
     inline: list[dict[str, Any]] = Field(default_factory=list)
+    """Rules written in the config itself."""
     msg_key: Literal["deterministic", "random"] = "deterministic"
+    """`deterministic`: UUIDv5 of record and rule (redeliveries de-duplicate); `random`: UUIDv4."""
     mobile_receiver_pattern: str = r"^\+?[0-9]{5,20}$"
+    """A rendered `mobile_receiver` must match this."""
 
     @model_validator(mode="before")
     @classmethod
@@ -233,7 +288,9 @@ class MetricsSettings(_Model):
     """The daemon's HTTP endpoints: /metrics, /healthz, /readyz."""
 
     enabled: bool = True
+    """Serve the endpoints and count metrics."""
     listen: str = "0.0.0.0:9464"
+    """Address of /metrics, /healthz, /readyz."""
 
     @field_validator("listen")
     @classmethod
@@ -245,7 +302,9 @@ class LoggingSettings(_Model):
     """Log level and format (one JSON object a line, or text for humans)."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level."""
     format: Literal["json", "text"] = "json"
+    """One JSON object a line, or text."""
 
     @field_validator("level", mode="before")
     @classmethod
@@ -257,11 +316,17 @@ class Settings(_Model):
     """The whole configuration of one bridge process."""
 
     kafka: KafkaSettings
+    """Source topics, consumer group, dead-letter topic."""
     gateway: GatewaySettings
+    """The TOP gateway and credentials."""
     delivery: DeliverySettings = DeliverySettings()
+    """Concurrency, ordering, rate limit, retries, shutdown."""
     rules: RulesSettings = RulesSettings()
+    """Mapping rules (a plain list is taken as `inline`)."""
     metrics: MetricsSettings = MetricsSettings()
+    """HTTP endpoints."""
     logging: LoggingSettings = LoggingSettings()
+    """Logging."""
 
     # Where the file was; rule_files globs are relative to its folder. Not a config key.
     source_path: Path | None = Field(default=None, exclude=True, repr=False)

@@ -44,7 +44,9 @@ TOPIC_READY_TIMEOUT_S = 15.0
 class TopicFactory(Protocol):
     """Type of the ``new_topic`` fixture: creates a fresh topic and returns its name."""
 
-    async def __call__(self, partitions: int = 1, *, prefix: str = "test") -> str:
+    async def __call__(
+        self, partitions: int = 1, *, prefix: str = "test", configs: dict[str, str] | None = None
+    ) -> str:
         """Create ``<prefix>-<uuid hex>`` with ``partitions`` partitions (replication factor 1)."""
         ...
 
@@ -128,10 +130,10 @@ async def new_topic(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
     await admin.start()
     created: list[str] = []
 
-    async def create(partitions: int = 1, *, prefix: str = "test") -> str:
+    async def create(partitions: int = 1, *, prefix: str = "test", configs: dict[str, str] | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex}"
         response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+            [NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=configs or {})]
         )
         errors = [error for error in response.topic_errors if error[1] != 0]
         if errors:

@@ -19,15 +19,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load settings and rules; ConfigError propagates to main (exit 2)."""
+    """Load settings and every rule; a ConfigError propagates to main (printed, exit 2)."""
+    from bridge.rules import load_rules
+
     settings = load_settings(config_path(args.config))
-    try:
-        from bridge.rules import load_rules
-    except ImportError:  # pragma: no cover - only before the rules package exists
-        load_rules = None
-    if load_rules is not None:
-        ruleset = load_rules(settings)
-        print(f"ok ({len(ruleset)} rules)")
-        return 0
-    print("ok")
+    ruleset = load_rules(settings)
+    print(f"ok ({len(ruleset)} rules)")
     return 0

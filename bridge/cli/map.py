@@ -1,0 +1,118 @@
+"""`bridge map -c FILE [--input FILE|-]`: dry run of the rules over JSON events, one JSON line per result.
+
+Output lines (every one carries `line`, the 1-based input line):
+- `{"line": N, "rule": R, "message": {...}}`             a message, exactly as it would be sent;
+- `{"line": N, "rule": R, "error": {"field": F, "reason": T}}`  a mapping failure (would be dead-lettered);
+- `{"line": N, "error": {"field": "$", "reason": T}}`    the line is not JSON, or not a JSON object;
+- `{"line": N, "rule": R, "empty_fanout": true}`         the rule matched but `for_each` gave nothing;
+- `{"line": N, "unmatched": true}`                       no rule applied.
+Blank lines are skipped. Exit status 1 if any line is an error, else 0; 2 for a bad config or rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+
+from bridge.cli import add_config_argument
+from bridge.models import Mapped, RecordMeta
+from bridge.settings import config_path, load_settings
+
+if TYPE_CHECKING:
+    from bridge.rules import RuleSet
+
+NAME = "map"
+HELP = "dry run: map JSON events (one per line) through the rules and print the messages"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the command to the CLI."""
+    p = sub.add_parser(NAME, help=HELP, description=HELP)
+    add_config_argument(p)
+    p.add_argument("--input", "-i", default="-", metavar="FILE", help="JSON lines to map (default: - for stdin)")
+    p.add_argument("--topic", help="topic the records come from (default: the first of kafka.topics)")
+    p.add_argument("--partition", type=int, default=0, help="partition (default: 0)")
+    p.add_argument("--offset", type=int, default=0, help="offset of the first line, +1 per line (default: 0)")
+    p.add_argument("--timestamp-ms", type=int, default=None, help="record timestamp (default: now)")
+    p.add_argument("--key", default=None, help="record key (default: none)")
+    p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="a record header (repeatable)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Map every input line; print one JSON line per result; 1 if any error."""
+    from bridge.rules import load_rules
+
+    settings = load_settings(config_path(args.config))
+    ruleset = load_rules(settings)
+    topic = args.topic or (settings.kafka.topics[0] if settings.kafka.topics else None)
+    if topic is None:
+        print("error: --topic is required when kafka uses topic_pattern", file=sys.stderr)
+        return 2
+    headers = []
+    for item in args.header:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --header expects NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        headers.append((name, value.encode("utf-8")))
+    base = RecordMeta(
+        topic=topic,
+        partition=args.partition,
+        offset=args.offset,
+        timestamp_ms=args.timestamp_ms if args.timestamp_ms is not None else int(time.time() * 1000),
+        key=args.key.encode("utf-8") if args.key is not None else None,
+        headers=tuple(headers),
+    )
+    if args.input == "-":
+        return _map_lines(sys.stdin, ruleset, base)
+    try:
+        stream = open(args.input, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        print(f"error: cannot read {args.input}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    with stream:
+        return _map_lines(stream, ruleset, base)
+
+
+def _map_lines(stream: Iterable[str], ruleset: RuleSet, base: RecordMeta) -> int:
+    failed = False
+    out: IO[str] = sys.stdout
+    for number, text in enumerate(stream, start=1):
+        if not text.strip():
+            continue
+        meta = replace(base, offset=base.offset + number - 1)
+        for line in map_line(ruleset, number, text, meta):
+            failed = failed or "error" in line
+            out.write(orjson.dumps(line).decode("utf-8") + "\n")
+    out.flush()
+    return 1 if failed else 0
+
+
+def map_line(ruleset: RuleSet, number: int, text: str, meta: RecordMeta) -> list[dict[str, Any]]:
+    """The output objects for one input line."""
+    try:
+        event = orjson.loads(text.encode("utf-8", "surrogateescape"))
+    except orjson.JSONDecodeError as exc:
+        return [{"line": number, "error": {"field": "$", "reason": f"not JSON: {exc}"}}]
+    if not isinstance(event, dict):
+        kind = "array" if isinstance(event, list) else type(event).__name__
+        return [{"line": number, "error": {"field": "$", "reason": f"not a JSON object: got {kind}"}}]
+    result = ruleset.map(event, meta)
+    if result.unmatched:
+        return [{"line": number, "unmatched": True}]
+    lines: list[dict[str, Any]] = []
+    for item in result.items:
+        if isinstance(item, Mapped):
+            lines.append({"line": number, "rule": item.rule, "message": item.message.to_api_dict()})
+        else:
+            error = {"field": item.field, "reason": item.reason}
+            lines.append({"line": number, "rule": item.rule, "error": error})
+    lines.extend({"line": number, "rule": rule, "empty_fanout": True} for rule in result.empty_fanout)
+    return lines

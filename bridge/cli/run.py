@@ -1,0 +1,55 @@
+"""`bridge run -c FILE`: the daemon — Kafka → rules → gateway, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from bridge.cli import add_config_argument
+from bridge.settings import config_path, load_settings
+
+if TYPE_CHECKING:
+    from bridge.rules import RuleSet
+    from bridge.settings import Settings
+
+NAME = "run"
+HELP = "run the daemon: consume, map, deliver, dead-letter, commit"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the command to the CLI."""
+    p = sub.add_parser(NAME, help=HELP, description=HELP)
+    add_config_argument(p)
+    p.add_argument("--log-format", choices=["json", "text"], help="override logging.format")
+    p.add_argument("--log-level", help="override logging.level (DEBUG, INFO, WARNING, ERROR)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load and check everything, then run the app on uvloop when available."""
+    from bridge.logs import setup_logging
+    from bridge.rules import load_rules
+
+    settings = load_settings(config_path(args.config))
+    rules = load_rules(settings)
+    setup_logging((args.log_level or settings.logging.level).upper(), args.log_format or settings.logging.format)
+    return run_loop(_main(settings, rules))
+
+
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a coroutine on uvloop if installed, else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a Linux dependency
+        return asyncio.run(coro)
+    return int(uvloop.run(coro))
+
+
+async def _main(settings: Settings, rules: RuleSet) -> int:
+    from bridge.app import BridgeApp
+
+    app = BridgeApp(settings, rules)
+    app.install_signal_handlers()
+    return await app.run()

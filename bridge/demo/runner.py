@@ -1,0 +1,222 @@
+"""`bridge demo`: start the local stack, feed generated campus events, print a live summary, clean up.
+
+scripts/kafka-local (broker) ── bridge gateway-sim ── bridge run -c config/bridge.yaml
+             ▲                                                     │
+    generator (this process) ──► campus.*.events ──────────────────┘
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from bridge.demo.generator import TOPICS, CampusEventGenerator, Generated
+from bridge.devstack import REPO_ROOT, BridgeProc, LocalStack, free_port, http_get
+from bridge.models import Mapped, RecordMeta
+from bridge.rules import RuleSet
+from bridge.settings import Settings
+
+PARTITIONS = 3
+SIM_FAULTS = ["--latency-ms", "5", "--latency-jitter-ms", "20", "--isp-error-rate", "0.02", "--http-503-rate", "0.01"]
+
+
+@dataclass
+class Expected:
+    """What the bridge should do with what was produced so far."""
+
+    messages: int = 0
+    dead_letters: int = 0
+    stale: int = 0
+    produced: int = 0
+
+
+def expect(gen: Generated, rules: RuleSet, exp: Expected) -> None:
+    """Account for one generated record using the same rules the bridge runs."""
+    exp.produced += 1
+    if gen.kind == "malformed":
+        exp.dead_letters += 1
+        return
+    result = rules.map(orjson.loads(gen.value), RecordMeta(gen.topic, 0, exp.produced, int(time.time() * 1000)))
+    if gen.kind == "stale":
+        exp.stale += len(result.items)
+        return
+    for item in result.items:
+        if isinstance(item, Mapped):
+            exp.messages += 1
+        else:
+            exp.dead_letters += 1
+
+
+def _sum(metrics: dict[str, float], name: str, contains: str = "") -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(name + "{") and contains in k)
+
+
+class Demo:
+    """Owns the stack for one demo run."""
+
+    def __init__(self, config: Path, settings: Settings, rules: RuleSet, workdir: Path) -> None:
+        self.config = config
+        self.settings = settings
+        self.rules = rules
+        self.stack = LocalStack(workdir)
+        self.bridge: BridgeProc | None = None
+        self.expected = Expected()
+
+    def log(self, text: str) -> None:
+        """Progress to stderr."""
+        print(text, file=sys.stderr, flush=True)
+
+    async def start(self) -> None:
+        """Broker, topics, simulator and the bridge, ready to consume."""
+        self.log("starting the local Kafka broker (first run fetches the jars with Maven) …")
+        bootstrap = await asyncio.to_thread(self.stack.start_broker)
+        self.log(f"  broker at {bootstrap}")
+        g = self.settings.gateway
+        sim_url = await asyncio.to_thread(self.stack.start_sim, g.app_key, g.secret(), SIM_FAULTS)
+        self.log(f"  simulated gateway at {sim_url}")
+        await self._create_topics(bootstrap)
+        metrics_port = 9464 if _port_free(9464) else free_port()
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "TOP_GATEWAY_URL": sim_url,
+            "BRIDGE_GROUP_ID": f"campus-bridge-demo-{uuid.uuid4().hex[:8]}",
+        }
+        self.bridge = self.stack.start_bridge(self.config, env=env, metrics_port=metrics_port)
+        await asyncio.to_thread(self.stack.wait_bridge, self.bridge, PARTITIONS * len(TOPICS), 90.0)
+        self.log(f"  bridge running: metrics {self.bridge.metrics_url}/metrics  ready {self.bridge.metrics_url}/readyz")
+        self.log(f"  delivered messages: {sim_url.replace('/router/rest', '/_sim/messages')}")
+        self.log(f"  logs: {self.stack.workdir}/bridge.log, gateway-sim.log")
+
+    async def _create_topics(self, bootstrap: str) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            names = [*TOPICS, self.settings.kafka.dead_letter_topic]
+            for name in names:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+        finally:
+            await admin.close()
+
+    async def feed(self, events: int | None, rate: float, gen: CampusEventGenerator, stop: asyncio.Event) -> None:
+        """Produce `events` records (or forever) at `rate` per second."""
+        assert self.stack.bootstrap is not None
+        producer = AIOKafkaProducer(bootstrap_servers=self.stack.bootstrap, linger_ms=5)
+        await producer.start()
+        try:
+            start = time.monotonic()
+            n = 0
+            while not stop.is_set() and (events is None or n < events):
+                g = gen.next()
+                expect(g, self.rules, self.expected)
+                await producer.send(g.topic, g.value, timestamp_ms=g.timestamp_ms)
+                n += 1
+                delay = start + n / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    def snapshot(self) -> dict[str, float]:
+        """Bridge counters now."""
+        assert self.bridge is not None
+        m = self.bridge.metrics()
+        sim = self.stack.sim_url or ""
+        status, body = http_get(sim.replace("/router/rest", "/_sim/stats"))
+        accepted = orjson.loads(body).get("accepted", 0) if status == 200 else 0
+        return {
+            "consumed": m.get("bridge_records_consumed_total", 0.0),
+            "delivered": _sum(m, "bridge_messages_total", 'outcome="delivered"'),
+            "retried": m.get("bridge_retries_total", 0.0),
+            "dead_lettered": m.get("bridge_dead_letters_total", 0.0),
+            "stale": _sum(m, "bridge_messages_total", 'outcome="skipped_stale"'),
+            "lag": m.get("bridge_consumer_lag_messages", 0.0),
+            "accepted": float(accepted),
+        }
+
+    def done(self, s: dict[str, float]) -> bool:
+        """Everything expected was delivered, dead-lettered or skipped."""
+        e = self.expected
+        return s["accepted"] >= e.messages and s["dead_lettered"] >= e.dead_letters and s["stale"] >= e.stale
+
+    async def report(
+        self, stop: asyncio.Event, feeding: asyncio.Task[None], exit_when_done: bool, timeout: float
+    ) -> int:
+        """Print one line a second; with exit_when_done, return 0 once done (1 on timeout)."""
+        last_delivered, last_t = 0.0, time.monotonic()
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            if self.bridge is not None and not self.bridge.alive():
+                self.log(f"bridge exited unexpectedly:\n{self.bridge.log_tail()}")
+                return 1
+            s = await asyncio.to_thread(self.snapshot)
+            now = time.monotonic()
+            rate = (s["delivered"] - last_delivered) / max(now - last_t, 1e-6)
+            last_delivered, last_t = s["delivered"], now
+            e = self.expected
+            print(
+                f"produced {e.produced:>6}  consumed {s['consumed']:>6.0f}  delivered {s['delivered']:>6.0f}"
+                f"/{e.messages:<6}  retried {s['retried']:>4.0f}  dead-lettered {s['dead_lettered']:>3.0f}"
+                f"/{e.dead_letters:<3}  stale {s['stale']:>3.0f}  lag {s['lag']:>4.0f}  rate {rate:6.1f}/s",
+                flush=True,
+            )
+            if exit_when_done and feeding.done() and self.done(s):
+                self.log("all expected messages delivered, malformed records dead-lettered, stale ones skipped")
+                return 0
+            if exit_when_done and now > deadline:
+                self.log(f"timed out after {timeout:.0f}s; expected {e}, saw {s}")
+                return 1
+        return 0
+
+    def close(self) -> None:
+        """Stop everything this demo started."""
+        self.log("stopping the bridge, the simulator and the broker …")
+        self.stack.close()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def run_demo(
+    config: Path, settings: Settings, rules: RuleSet, *, events: int | None, rate: float, exit_when_done: bool,
+    timeout: float, seed: int,
+) -> int:  # fmt: skip
+    """Run the demo until Ctrl-C (or until done with exit_when_done); always clean up."""
+    workdir = Path(os.environ.get("BRIDGE_DEMO_DIR", REPO_ROOT / ".run" / "demo"))
+    demo = Demo(config, settings, rules, workdir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await demo.start()
+        gen = CampusEventGenerator(seed)
+        feeding = asyncio.create_task(demo.feed(events, rate, gen, stop))
+        code = await demo.report(stop, feeding, exit_when_done, timeout)
+        stop.set()
+        await feeding
+        return code
+    finally:
+        await asyncio.to_thread(demo.close)

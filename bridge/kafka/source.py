@@ -1,0 +1,360 @@
+"""The Kafka side of `bridge run`: consume in a group, decode, map, hand jobs to the engine, commit safely.
+
+Fetching is scoped per partition: a partition whose out-of-order window is full is paused alone; all are
+paused while delivery is paused (systemic) or the engine holds too much. `getmany` keeps being called, so
+group membership survives long pauses. Commits carry only the contiguous prefix of finished records and run
+periodically, on revoke and on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from bridge.delivery import DeliveryEngine
+from bridge.kafka.codec import Invalid, decode_value
+from bridge.kafka.offsets import PartitionOffsets
+from bridge.metrics import Metrics
+from bridge.models import Mapped, RecordMeta
+from bridge.rules import RuleSet
+from bridge.settings import Settings
+from bridge.work import DeadLetter, Job, PartitionState, RecordRef
+
+from .client_options import connection_options
+
+log = logging.getLogger("bridge.source")
+
+REPLAY_ORIGIN = "bridge.replay.origin"  # "topic/partition/offset/timestamp_ms" of the dead-lettered record
+REPLAY_RULE = "bridge.replay.rule"  # only this rule applies to a replayed record
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._source.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._source.on_assigned(assigned)
+
+
+class KafkaSource:
+    """Consumes the configured topics and feeds the delivery engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RuleSet,
+        engine: DeliveryEngine,
+        metrics: Metrics,
+        *,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._s = settings
+        self._k = settings.kafka
+        self._rules = rules
+        self._engine = engine
+        self._m = metrics
+        self._wall_ms = wall_ms
+        self._consumer: AIOKafkaConsumer | None = None
+        self.parts: dict[TopicPartition, PartitionState] = {}
+        self._stopping = False
+        self._halted = False  # systemic pause: fetch nothing
+        self._max_queued = max(settings.delivery.max_in_flight * 16, 4096)
+        self._over_cap = False
+        self.assigned_once = False
+        self.fetch_ok = False
+        order = settings.delivery.ordering
+        self._key: Callable[[Mapped, RecordMeta], Any]
+        if order == "recipient":
+            self._key = lambda m, meta: m.message.recipient
+        elif order == "partition":
+            self._key = lambda m, meta: (meta.topic, meta.partition)
+        else:
+            self._key = lambda m, meta: None
+        stale = settings.delivery.skip_older_than_seconds
+        self._stale_ms = int(stale * 1000) if stale else None
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Create the consumer and join the group."""
+        k = self._k
+        consumer = AIOKafkaConsumer(
+            **connection_options(k),
+            group_id=k.group_id,
+            group_instance_id=k.group_instance_id,
+            enable_auto_commit=False,
+            auto_offset_reset=k.auto_offset_reset,
+            session_timeout_ms=k.session_timeout_ms,
+            heartbeat_interval_ms=k.heartbeat_interval_ms,
+            max_poll_interval_ms=k.max_poll_interval_ms,
+            max_partition_fetch_bytes=max(k.max_record_bytes + 65536, 1_048_576),
+            fetch_max_bytes=max(k.max_record_bytes * 4, 52_428_800),
+            metadata_max_age_ms=30_000,
+        )
+        listener = _Listener(self)
+        if k.topic_pattern:
+            consumer.subscribe(pattern=k.topic_pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=list(k.topics), listener=listener)
+        await consumer.start()
+        self._consumer = consumer
+
+    def halt(self, reason: str | None) -> None:
+        """Systemic pause on (reason) or off (None): fetch nothing while on, keep offsets where they are."""
+        self._halted = reason is not None
+
+    async def run(self) -> None:
+        """Fetch until `stop_fetching()`; commit periodically."""
+        consumer = self._consumer
+        assert consumer is not None
+        interval = self._k.commit_interval_seconds
+        next_commit = time.monotonic() + interval
+        batch = self._k.fetch_max_records
+        while not self._stopping:
+            self._apply_fetch_pauses(consumer)
+            try:
+                data = await consumer.getmany(timeout_ms=200, max_records=batch)
+                self.fetch_ok = True
+            except KafkaError as exc:
+                self.fetch_ok = False
+                log.error("fetch failed", extra={"ctx": {"error": repr(exc)}})
+                await asyncio.sleep(1.0)
+                continue
+            for tp, records in data.items():
+                part = self.parts.get(tp)
+                if part is None or part.revoked:
+                    continue
+                self._m.record_consumed(tp.topic, len(records))
+                for rec in records:
+                    self._take(part, rec)
+            now = time.monotonic()
+            if now >= next_commit:
+                next_commit = now + interval
+                await self.commit()
+                self._publish_partition_metrics(consumer)
+
+    def stop_fetching(self) -> None:
+        """Make `run` return after its current fetch."""
+        self._stopping = True
+
+    async def close(self) -> None:
+        """Final commit and leave the group (idempotent)."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        try:
+            await self.commit(consumer)
+        finally:
+            await consumer.stop()
+
+    # ----------------------------------------------------------------- records
+    def _take(self, part: PartitionState, rec: Any) -> None:
+        meta = RecordMeta(
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            timestamp_ms=rec.timestamp,
+            key=rec.key,
+            headers=tuple(rec.headers or ()),
+        )
+        ref = RecordRef(part, meta, rec.value)
+        if part.first_offset is None:
+            part.first_offset = meta.offset
+        offsets = part.offsets
+        decoded = decode_value(rec.value, self._k.max_record_bytes)
+        if isinstance(decoded, Invalid):
+            offsets.track(meta.offset, 1, meta.timestamp_ms)
+            self._m.records_invalid.labels(decoded.reason.value).inc()
+            self._engine.dead_letter(DeadLetter(ref, decoded.reason.value, decoded.detail))
+            return
+        map_meta, only_rule = _replay_meta(meta)
+        result = self._rules.map(decoded, map_meta)
+        for rule in result.matched:
+            self._m.rule_matches.labels(rule).inc()
+        for rule in result.empty_fanout:
+            self._m.fanout_empty.labels(rule).inc()
+        items = result.items
+        if only_rule is not None:
+            items = tuple(i for i in items if i.rule == only_rule)
+        if not items:
+            if result.unmatched:
+                self._m.events_unmatched.labels(meta.topic).inc()
+            offsets.track(meta.offset, 0, meta.timestamp_ms)
+            return
+        if self._stale_ms is not None and self._wall_ms() - meta.timestamp_ms > self._stale_ms:
+            for item in items:
+                self._m.message_final(item.rule, "skipped_stale")
+            offsets.track(meta.offset, 0, meta.timestamp_ms)
+            log.info(
+                "skipped stale event",
+                extra={"ctx": {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset}},
+            )
+            return
+        offsets.track(meta.offset, len(items), meta.timestamp_ms)
+        key_of = self._key
+        for item in items:
+            if isinstance(item, Mapped):
+                self._engine.submit(Job(item.rule, item.message, ref, key_of(item, meta)))
+            else:
+                self._m.mapping_errors.labels(item.rule, item.field).inc()
+                self._engine.dead_letter(
+                    DeadLetter(
+                        ref,
+                        "mapping_error",
+                        f"rule {item.rule}: {item.field}: {item.reason}",
+                        rule=item.rule,
+                        field=item.field,
+                    )
+                )
+
+    # ----------------------------------------------------------------- fetch control
+    def _apply_fetch_pauses(self, consumer: AIOKafkaConsumer) -> None:
+        unfinished = self._engine.unfinished
+        # hysteresis: stop fetching at the cap, start again below half of it
+        over = unfinished >= self._max_queued or (self._over_cap and unfinished > self._max_queued // 2)
+        self._over_cap = over
+        to_pause, to_resume = [], []
+        for tp, part in self.parts.items():
+            window = part.offsets
+            if part.fetch_paused:
+                want_paused = self._halted or over or len(window) > window.max_pending // 2
+            else:
+                want_paused = self._halted or over or window.full
+            if want_paused and not part.fetch_paused:
+                to_pause.append(tp)
+            elif not want_paused and part.fetch_paused:
+                to_resume.append(tp)
+            part.fetch_paused = want_paused
+        if to_pause:
+            consumer.pause(*to_pause)
+            for tp in to_pause:
+                self._m.partition_paused.labels(tp.topic, str(tp.partition)).set(1)
+        if to_resume:
+            consumer.resume(*to_resume)
+            for tp in to_resume:
+                self._m.partition_paused.labels(tp.topic, str(tp.partition)).set(0)
+
+    # ----------------------------------------------------------------- commits
+    async def commit(self, consumer: AIOKafkaConsumer | None = None, parts: list[TopicPartition] | None = None) -> None:
+        """Commit the finished prefix of each (or the given) partition."""
+        consumer = consumer or self._consumer
+        if consumer is None:
+            return
+        offsets: dict[TopicPartition, int] = {}
+        for tp in parts if parts is not None else list(self.parts):
+            part = self.parts.get(tp)
+            if part is None:
+                continue
+            point = part.offsets.commit_point()
+            if point is not None:
+                offsets[tp] = point
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (KafkaError, AssertionError) as exc:
+            self._m.commits.labels("failed").inc()
+            log.warning("commit failed (will retry)", extra={"ctx": {"error": repr(exc)}})
+            return
+        self._m.commits.labels("ok").inc()
+        for tp, point in offsets.items():
+            part = self.parts.get(tp)
+            if part is not None:
+                part.offsets.mark_committed(point)
+                self._m.committed_offset.labels(tp.topic, str(tp.partition)).set(point)
+
+    def _publish_partition_metrics(self, consumer: AIOKafkaConsumer) -> None:
+        now_ms = self._wall_ms()
+        for tp, part in self.parts.items():
+            labels = (tp.topic, str(tp.partition))
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                part.highwater = hw
+                ref = part.offsets.committed
+                if ref is None:
+                    ref = part.first_offset if part.first_offset is not None else hw
+                self._m.consumer_lag.labels(*labels).set(max(0, hw - ref))
+            oldest = part.offsets.oldest_unfinished()
+            age = (now_ms - oldest[1]) / 1000.0 if oldest else 0.0
+            self._m.oldest_age.labels(*labels).set(max(0.0, age))
+            self._m.partition_window.labels(*labels).set(len(part.offsets))
+
+    # ----------------------------------------------------------------- rebalance
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """New partitions: start their watermarks at the committed offset."""
+        consumer = self._consumer
+        for tp in assigned:
+            if tp in self.parts and not self.parts[tp].revoked:
+                continue
+            committed = None
+            if consumer is not None:
+                try:
+                    committed = await consumer.committed(tp)
+                except KafkaError:
+                    committed = None
+            self.parts[tp] = PartitionState(
+                tp.topic, tp.partition, PartitionOffsets(self._k.max_pending_per_partition, committed)
+            )
+        self.assigned_once = True
+        self._m.rebalances.labels("assigned").inc()
+        self._m.assigned_partitions.set(len(self.parts))
+        log.info(
+            "partitions assigned",
+            extra={"ctx": {"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)}},
+        )
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Stop taking work for these partitions, let their in-flight calls finish (bounded), commit."""
+        parts = [self.parts[tp] for tp in revoked if tp in self.parts]
+        for part in parts:
+            part.revoked = True
+        quiet = await self._engine.wait_partitions_quiet(parts, self._k.rebalance_drain_timeout_seconds)
+        await self.commit(parts=[tp for tp in revoked if tp in self.parts])
+        for tp in revoked:
+            if tp in self.parts:
+                del self.parts[tp]
+                self._m.forget_partition(tp.topic, tp.partition)
+        self._m.rebalances.labels("revoked").inc()
+        self._m.assigned_partitions.set(len(self.parts))
+        log.info(
+            "partitions revoked",
+            extra={
+                "ctx": {
+                    "partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in revoked),
+                    "drained": quiet,
+                }
+            },
+        )
+
+
+_ORIGIN_RE = re.compile(r"^(.+)/(\d+)/(\d+)/(-?\d+)$")
+
+
+def _replay_meta(meta: RecordMeta) -> tuple[RecordMeta, str | None]:
+    """For a record replayed from the DLQ: the original coordinates (same msg_keys) and the rule to apply."""
+    if not meta.headers:
+        return meta, None
+    origin = rule = None
+    for k, v in meta.headers:
+        if k == REPLAY_ORIGIN:
+            origin = v.decode("utf-8", "replace")
+        elif k == REPLAY_RULE:
+            rule = v.decode("utf-8", "replace") or None
+    if origin is None:
+        return meta, None
+    m = _ORIGIN_RE.match(origin)
+    if m is None:
+        return meta, rule
+    return (
+        RecordMeta(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), meta.key, meta.headers),
+        rule,
+    )

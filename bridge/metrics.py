@@ -1,0 +1,273 @@
+"""Every Prometheus collector of the bridge, in one container with an injected registry.
+
+Names are `bridge_` prefixed, in base units; labels are bounded (rule ids, outcome classes, top-level codes,
+sub_code families, topics and assigned partitions — never a phone number, msg_key or event id). Labelled
+children on hot paths are cached. Methods are named after what happened, not after the collector.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge import __version__
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class _Null:
+    """Stands in for a collector or a labelled child when metrics are disabled."""
+
+    _metrics: dict[Any, Any] = {}  # noqa: RUF012 - read-only, always empty
+
+    def labels(self, *args: Any, **kwargs: Any) -> _Null:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+    def set(self, value: float) -> None:
+        return None
+
+    def observe(self, value: float) -> None:
+        return None
+
+    def remove(self, *labels: Any) -> None:
+        return None
+
+
+_NULL: Any = _Null()
+
+
+class Metrics:
+    """The bridge's collectors. Create one per process (or per test, with a fresh registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, enabled: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.enabled = enabled
+        r = self.registry
+        self.build_info = Gauge(
+            "bridge_build_info", "Build information (always 1).", ["version", "python", "aiokafka"], registry=r
+        )
+        self.records_consumed = Counter(
+            "bridge_records_consumed_total", "Kafka records fetched, by topic.", ["topic"], registry=r
+        )
+        self.records_invalid = Counter(
+            "bridge_records_invalid_total",
+            "Records that could not be decoded into an event object, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.events_unmatched = Counter(
+            "bridge_events_unmatched_total", "Events no rule applied to, by topic.", ["topic"], registry=r
+        )
+        self.rule_matches = Counter(
+            "bridge_rule_matches_total", "Events a rule matched (topic and `when`).", ["rule"], registry=r
+        )
+        self.fanout_empty = Counter(
+            "bridge_fanout_empty_total", "Matched events whose for_each gave no element.", ["rule"], registry=r
+        )
+        self.mapping_errors = Counter(
+            "bridge_mapping_errors_total",
+            "Messages a rule could not render, by field.",
+            ["rule", "field"],
+            registry=r,
+        )
+        self.messages = Counter(
+            "bridge_messages_total",
+            "Messages reaching a final state, by rule and outcome (delivered, dead_lettered, skipped_stale).",
+            ["rule", "outcome"],
+            registry=r,
+        )
+        self.gateway_requests = Counter(
+            "bridge_gateway_requests_total",
+            "Gateway calls by outcome class, top-level code and sub_code family.",
+            ["verdict", "code", "sub_code_family"],
+            registry=r,
+        )
+        self.gateway_duration = Histogram(
+            "bridge_gateway_request_duration_seconds",
+            "Gateway call duration, by outcome class.",
+            ["verdict"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_to_delivery = Histogram(
+            "bridge_event_to_delivery_seconds",
+            "Kafka record timestamp to gateway acceptance, by rule.",
+            ["rule"],
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "bridge_retries_total", "Messages scheduled for another attempt, by reason.", ["reason"], registry=r
+        )
+        self.dead_letters = Counter(
+            "bridge_dead_letters_total",
+            "Records written to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.dead_letter_failures = Counter(
+            "bridge_dead_letter_publish_failures_total",
+            "Failed attempts to write to the dead-letter topic (retried; offsets wait).",
+            registry=r,
+        )
+        self.in_flight = Gauge("bridge_in_flight_messages", "Gateway calls under way.", registry=r)
+        self.queued = Gauge("bridge_queued_messages", "Messages accepted from Kafka and not yet final.", registry=r)
+        self.rate_limit_wait = Histogram(
+            "bridge_rate_limit_wait_seconds",
+            "Time a call waited for the rate limiter (and any cool-down).",
+            buckets=(0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.rate_limit_per_second = Gauge(
+            "bridge_rate_limit_per_second", "Configured gateway call rate (0 = unlimited).", registry=r
+        )
+        self.throttle_active = Gauge(
+            "bridge_throttle_cooldown_active",
+            "1 while a gateway ban (a call-limit answer) holds every sender.",
+            registry=r,
+        )
+        self.throttle_bans = Counter(
+            "bridge_throttle_bans_total", "Gateway bans (call-limit answers) seen.", registry=r
+        )
+        self.paused = Gauge(
+            "bridge_paused",
+            "1 while delivery is paused on a systemic gateway error, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.ready = Gauge("bridge_ready", "1 when /readyz answers 200.", registry=r)
+        self.consumer_lag = Gauge(
+            "bridge_consumer_lag_messages",
+            "High watermark minus committed offset, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.oldest_age = Gauge(
+            "bridge_oldest_unfinished_age_seconds",
+            "Age (from its Kafka timestamp) of the oldest unfinished record, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.committed_offset = Gauge(
+            "bridge_committed_offset",
+            "Last committed offset, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.partition_window = Gauge(
+            "bridge_partition_pending_records",
+            "Records held in the out-of-order window, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.partition_paused = Gauge(
+            "bridge_partition_paused",
+            "1 while fetching from a partition is paused for back-pressure.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge("bridge_assigned_partitions", "Partitions this instance holds.", registry=r)
+        self.rebalances = Counter(
+            "bridge_rebalances_total", "Partition assignments and revocations.", ["kind"], registry=r
+        )
+        self.commits = Counter("bridge_commits_total", "Offset commits, by result.", ["result"], registry=r)
+        if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
+            for name, value in list(vars(self).items()):
+                if isinstance(value, Counter | Gauge | Histogram):
+                    setattr(self, name, _NULL)
+        self._msg_children: dict[tuple[str, str], Any] = {}
+        self._gw_children: dict[tuple[str, str, str], Any] = {}
+        self._dur_children: dict[str, Any] = {}
+        self._e2e_children: dict[str, Any] = {}
+        self._consumed_children: dict[str, Any] = {}
+
+    def prime(self, rules: tuple[str, ...] | list[str]) -> None:
+        """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
+        from bridge.kafka.codec import InvalidReason
+
+        for invalid in InvalidReason:
+            self.records_invalid.labels(invalid.value)
+            self.dead_letters.labels(invalid.value)
+        for reason in ("mapping_error", "rejected", "retries_exhausted", "max_age"):
+            self.dead_letters.labels(reason)
+        for rule in rules:
+            for outcome in ("delivered", "dead_lettered", "skipped_stale"):
+                self.messages.labels(rule, outcome)
+            self.rule_matches.labels(rule)
+            self.event_to_delivery.labels(rule)
+        for kind in ("assigned", "revoked"):
+            self.rebalances.labels(kind)
+        for result in ("ok", "failed"):
+            self.commits.labels(result)
+        self.retries.labels("throttled")
+
+    def set_build_info(self) -> None:
+        """Publish version, Python and aiokafka versions."""
+        try:
+            import aiokafka
+
+            akv = str(aiokafka.__version__)
+        except ImportError:  # pragma: no cover
+            akv = "none"
+        self.build_info.labels(__version__, platform.python_version(), akv).set(1)
+
+    def record_consumed(self, topic: str, n: int = 1) -> None:
+        """Records fetched from `topic`."""
+        child = self._consumed_children.get(topic)
+        if child is None:
+            child = self._consumed_children[topic] = self.records_consumed.labels(topic)
+        child.inc(n)
+
+    def message_final(self, rule: str, outcome: str) -> None:
+        """A message reached a final state."""
+        key = (rule, outcome)
+        child = self._msg_children.get(key)
+        if child is None:
+            child = self._msg_children[key] = self.messages.labels(rule, outcome)
+        child.inc()
+
+    def gateway_call(self, verdict: str, code: str, sub_family: str, seconds: float) -> None:
+        """One gateway call finished."""
+        key = (verdict, code, sub_family)
+        child = self._gw_children.get(key)
+        if child is None:
+            child = self._gw_children[key] = self.gateway_requests.labels(verdict, code, sub_family)
+        child.inc()
+        dur = self._dur_children.get(verdict)
+        if dur is None:
+            dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
+        dur.observe(seconds)
+
+    def delivered_after(self, rule: str, seconds: float) -> None:
+        """Event-to-delivery latency of one delivered message."""
+        child = self._e2e_children.get(rule)
+        if child is None:
+            child = self._e2e_children[rule] = self.event_to_delivery.labels(rule)
+        child.observe(max(0.0, seconds))
+
+    def set_paused(self, reason: str | None) -> None:
+        """Systemic pause on (with its reason) or off."""
+        for labels in list(self.paused._metrics):
+            self.paused.labels(*labels).set(0)
+        if reason is not None:
+            self.paused.labels(reason).set(1)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop per-partition series when a partition is revoked (keeps label sets bounded)."""
+        labels = (topic, str(partition))
+        for g in (
+            self.consumer_lag,
+            self.oldest_age,
+            self.committed_offset,
+            self.partition_window,
+            self.partition_paused,
+        ):
+            with contextlib.suppress(KeyError):
+                g.remove(*labels)

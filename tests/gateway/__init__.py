@@ -1,0 +1,1 @@
+"""Tests of bridge.gateway: signing, classifier, client, simulated gateway and their CLI commands."""
