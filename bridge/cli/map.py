@@ -12,6 +12,8 @@ Blank lines are skipped. Exit status 1 if any line is an error, else 0; 2 for a 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import sys
 import time
 from collections.abc import Iterable
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         headers=tuple(headers),
     )
     if args.input == "-":
+        if isinstance(sys.stdin, io.TextIOWrapper):  # bad UTF-8 is reported per line, not a crash
+            sys.stdin.reconfigure(errors="surrogateescape")
         return _map_lines(sys.stdin, ruleset, base)
     try:
         stream = open(args.input, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed below
@@ -90,7 +94,10 @@ def _map_lines(stream: Iterable[str], ruleset: RuleSet, base: RecordMeta) -> int
         meta = replace(base, offset=base.offset + number - 1)
         for line in map_line(ruleset, number, text, meta):
             failed = failed or "error" in line
-            out.write(orjson.dumps(line).decode("utf-8") + "\n")
+            try:
+                out.write(orjson.dumps(line).decode("utf-8") + "\n")
+            except orjson.JSONEncodeError:  # a reason quoting invalid text: escape it rather than fail
+                out.write(json.dumps(line) + "\n")
     out.flush()
     return 1 if failed else 0
 

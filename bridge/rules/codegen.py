@@ -25,6 +25,7 @@ from bridge.rules.pygen import Writer, build
 from bridge.rules.template import interpolate
 
 FieldsRender = Callable[[dict[str, Any]], list[Any]]
+ItemRender = Callable[[dict[str, Any], list[Any]], list[Any]]
 
 # Positions of MobileReceiverMessageEvent's constructor arguments: messages are built positionally.
 SLOTS = {f.name: i for i, f in enumerate(dataclasses.fields(MobileReceiverMessageEvent))}
@@ -138,16 +139,41 @@ class _MessageWriter(Writer):
         return "[" + ", ".join(elements) + "]"
 
 
+def spec_roots(spec: Spec) -> frozenset[str]:
+    """The context names a spec reads (`@` for the whole context)."""
+    if isinstance(spec, Single):
+        return spec.expr.roots
+    if isinstance(spec, Text):
+        return frozenset().union(*(expr.roots for expr, _ in spec.parts))
+    if isinstance(spec, Obj):
+        return frozenset().union(*(spec_roots(sub) for _, sub in spec.items))
+    if isinstance(spec, Arr):
+        return frozenset().union(*(spec_roots(sub) for sub in spec.items))
+    return frozenset()
+
+
 def compile_fields(
     plans: list[FieldPlan], constants: dict[str, Any], *, compiler: Compiler, rule_id: str
 ) -> tuple[FieldsRender, str]:
-    """One function rendering every planned field into a list in `SLOTS` order (None: unset), with the
-    constants in place; returns it and its source."""
-    w = _MessageWriter(compiler)
+    """`fn(ctx)`: every planned field rendered into a list in `SLOTS` order (None: unset), the constants in
+    place. Returns it and its source."""
     initial: list[Any] = [None] * len(SLOTS)
     for name, value in constants.items():
         initial[SLOTS[name]] = value
+    w = _MessageWriter(compiler)
     w.emit(f"values = {w.bind(initial, 'consts')}.copy()")
+    return _finish(w, plans, "ctx", rule_id)
+
+
+def compile_item_fields(plans: list[FieldPlan], *, compiler: Compiler, rule_id: str) -> tuple[ItemRender, str]:
+    """`fn(ctx, base)`: a copy of `base` (the fields rendered once per event) with the fields that read
+    `item` rendered for the current element. Returns it and its source."""
+    w = _MessageWriter(compiler)
+    w.emit("values = base.copy()")
+    return _finish(w, plans, "ctx, base", f"{rule_id} (per item)")
+
+
+def _finish(w: _MessageWriter, plans: list[FieldPlan], params: str, name: str) -> tuple[Any, str]:
     for plan in plans:
         value = w.spec(plan.spec, plan.name)
         w.at(plan.name)
@@ -173,5 +199,4 @@ def compile_fields(
         "    except Exception as exc:",
         "        raise _RenderError(_describe(exc), field=f) from None",
     ]
-    render, source = build(w, "ctx", ending, rule_id)
-    return render, source
+    return build(w, params, ending, name)

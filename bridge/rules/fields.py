@@ -19,12 +19,15 @@ from bridge.rules.codegen import (
     Const,
     FieldPlan,
     FieldsRender,
+    ItemRender,
     Obj,
     Single,
     Spec,
     Text,
     TextCheck,
     compile_fields,
+    compile_item_fields,
+    spec_roots,
 )
 from bridge.rules.coerce import (
     URL_RE,
@@ -61,10 +64,11 @@ class CompiledMessage:
     """A message block ready to render: `render(context)` gives the fields (constants included)."""
 
     constants: dict[str, Any]
-    rendered: tuple[str, ...]  # the fields rendered per event
-    render: FieldsRender
+    rendered: tuple[str, ...]  # the fields rendered per event (or per element)
+    render: FieldsRender  # the constants and every field that does not read `item`
+    render_item: ItemRender | None  # with for_each: the fields that read `item`, on a copy of `render`'s
     roots: frozenset[str]
-    source: str  # the generated code of `render`, for debugging
+    source: str  # the generated code, for debugging
 
 
 class _Builder:
@@ -140,10 +144,18 @@ def compile_message(
             plans.append(FieldPlan(name, spec, finish, check))
     _check_constants(b, constants, raw)
     if b.problems:
-        return CompiledMessage(constants, (), lambda _ctx: [], frozenset(b.roots), ""), b.problems
-    render, source = compile_fields(plans, constants, compiler=compiler, rule_id=rule_id)
+        return CompiledMessage(constants, (), lambda _ctx: [], None, frozenset(b.roots), ""), b.problems
+    # With for_each, what does not read `item` is rendered once per event, the rest once per element.
+    per_item = [p for p in plans if has_item and spec_roots(p.spec) & {"item", "@"}]
+    per_event = [p for p in plans if p not in per_item]
+    render, source = compile_fields(per_event, constants, compiler=compiler, rule_id=rule_id)
+    render_item = None
+    if per_item:
+        render_item, item_source = compile_item_fields(per_item, compiler=compiler, rule_id=rule_id)
+        source += "\n\n" + item_source
     rendered = tuple(p.name for p in plans)
-    return CompiledMessage(constants, rendered, render, frozenset(b.roots), source), b.problems
+    message = CompiledMessage(constants, rendered, render, render_item, frozenset(b.roots), source)
+    return message, b.problems
 
 
 def _spec(b: _Builder, name: str, value: Any) -> Spec | None:

@@ -96,7 +96,8 @@ def _inline_origin(settings: Settings) -> tuple[str, Locator, PathKey]:
 
 
 def _rule_paths(settings: Settings, issues: list[ConfigIssue]) -> list[Path]:
-    paths: dict[Path, None] = {}
+    """Every file the globs match, once each (a file matched twice is loaded once), as the glob named it."""
+    paths: dict[Path, Path] = {}
     config = str(settings.source_path) if settings.source_path else "<config>"
     for index, pattern in enumerate(settings.rules.rule_files):
         full = Path(pattern) if Path(pattern).is_absolute() else settings.base_dir / pattern
@@ -106,8 +107,8 @@ def _rule_paths(settings: Settings, issues: list[ConfigIssue]) -> list[Path]:
                 ConfigIssue(config, f"rules.rule_files[{index}]", f"{pattern!r} matches no file (looked in {full})")
             )
         for match in matches:
-            paths.setdefault(match.resolve(), None)
-    return list(paths)
+            paths.setdefault(match.resolve(), match)
+    return list(paths.values())
 
 
 def _is_rule_file(data: Any, file: str, locator: Locator, issues: list[ConfigIssue]) -> bool:

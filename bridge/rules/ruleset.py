@@ -24,7 +24,6 @@ _KEY, _TIME, _EVENT_TYPE, _MOBILE = (
     SLOTS[f] for f in ("msg_key", "event_time_millis", "event_type", "mobile_receiver")
 )
 _MAX_TOPIC_CACHE = 4096
-describe = describe_exception
 
 
 class RuleSet:
@@ -73,12 +72,14 @@ class RuleSet:
         return plan
 
     def map(self, event: Any, meta: RecordMeta) -> MapResult:
-        """Everything the rules make of one decoded record value. Never raises."""
+        """Everything the rules make of one decoded record value. Never raises, whatever `event` is.
+
+        `items`: a `Mapped` per message and a `MappingFailure` per problem, in rule order (fan-out in element
+        order). `matched`: the rules whose topic and `when` held, or whose `when` failed (its failure is in
+        `items`). `empty_fanout`: matched rules whose `for_each` gave no element.
+        """
         plan = self._plans.get(meta.topic) or self._plan(meta.topic)
         ctx: dict[str, Any] = {"event": event, "item": None, "kafka": None, "headers": None}
-        rules = plan.candidates(ctx)
-        if not rules:
-            return _NO_RESULT
         if self._needs_kafka:
             ctx["kafka"] = {
                 "topic": meta.topic,
@@ -89,6 +90,9 @@ class RuleSet:
             }
         if self._needs_headers:
             ctx["headers"] = meta.headers_text()
+        rules = plan.candidates(ctx)
+        if not rules:
+            return _NO_RESULT
         items: list[Mapped | MappingFailure] = []
         matched: list[str] = []
         empty: list[str] = []
@@ -101,7 +105,7 @@ class RuleSet:
                         holds = check(ctx)
                     except Exception as exc:
                         matched.append(rule.id)
-                        items.append(MappingFailure(rule.id, "when", describe(exc)))
+                        items.append(MappingFailure(rule.id, "when", describe_exception(exc)))
                         continue
                     if not holds:
                         continue
@@ -131,7 +135,7 @@ class RuleSet:
         try:
             elements = rule.for_each(ctx)
         except Exception as exc:
-            items.append(MappingFailure(rule.id, "for_each", describe(exc)))
+            items.append(MappingFailure(rule.id, "for_each", describe_exception(exc)))
             return
         if elements is None or elements == []:
             empty.append(rule.id)
@@ -140,11 +144,16 @@ class RuleSet:
             reason = f"expected an array to fan out over, got {type_name(elements)}"
             items.append(MappingFailure(rule.id, "for_each", reason))
             return
+        try:  # the fields that do not read `item` are the same for every element: rendered once
+            base = rule.message.render(ctx)
+        except RenderError as exc:
+            items.append(MappingFailure(rule.id, exc.field or "message", exc.reason))
+            return
         seen: set[Any] = set()
         try:
             for index, element in enumerate(elements):
                 ctx["item"] = element
-                result = self._render(rule, ctx, meta, index)
+                result = self._render(rule, ctx, meta, (index, base))
                 if isinstance(result, Mapped):
                     recipient = _recipient(result.message)
                     if recipient in seen:
@@ -154,10 +163,18 @@ class RuleSet:
         finally:
             ctx["item"] = None
 
-    def _render(self, rule: Rule, ctx: dict[str, Any], meta: RecordMeta, index: int | None) -> Mapped | MappingFailure:
+    def _render(
+        self, rule: Rule, ctx: dict[str, Any], meta: RecordMeta, element: tuple[int, list[Any]] | None
+    ) -> Mapped | MappingFailure:
+        """One message; `element` is (index, fields rendered once for the event) inside a fan-out."""
         field = "message"
         try:
-            values = rule.message.render(ctx)
+            if element is None:
+                values = rule.message.render(ctx)
+            elif rule.message.render_item is not None:
+                values = rule.message.render_item(ctx, element[1])
+            else:
+                values = element[1].copy()
             field = "event_type"
             event_type = values[_EVENT_TYPE]
             if event_type is None:
@@ -171,22 +188,22 @@ class RuleSet:
                 if meta.timestamp_ms < 0:
                     raise RenderError("the rule does not set it and the record has no timestamp")
                 values[_TIME] = meta.timestamp_ms
-            element = "" if index is None else (mobile or f"#{index}")
+            part = "" if element is None else (mobile or f"#{element[0]}")
             if rule.idempotency_key is not None:
                 field = "idempotency_key"
                 key = field_text(rule.idempotency_key(ctx))
                 if key is None:
                     raise RenderError("rendered null or empty")
-                values[_KEY] = idempotency_key(key, rule.id, element)
+                values[_KEY] = idempotency_key(key, rule.id, part)
             elif self.msg_key == "random":
                 values[_KEY] = str(self._random_uuid())
             else:
-                values[_KEY] = record_key(meta.topic, meta.partition, meta.offset, rule.id, element)
+                values[_KEY] = record_key(meta.topic, meta.partition, meta.offset, rule.id, part)
             return Mapped(rule.id, MobileReceiverMessageEvent(*values))
         except RenderError as exc:
             return MappingFailure(rule.id, exc.field or field, exc.reason)
         except Exception as exc:  # expression errors: function argument types, text compared with numbers
-            return MappingFailure(rule.id, field, describe(exc))
+            return MappingFailure(rule.id, field, describe_exception(exc))
 
 
 class _Plan:

@@ -78,8 +78,6 @@ def split_template(text: str) -> list[str | tuple[str]]:
         source = m.group(1).strip()
         if not source:
             raise TemplateError(f"empty '{{{{ }}}}' at offset {m.start()}")
-        if "{{" in source:
-            raise TemplateError(f"'{{{{' inside an expression at offset {m.start()}")
         pieces.append((source,))
         pos = m.end()
     rest = text[pos:]
@@ -104,6 +102,10 @@ def parse_template(text: str, compiler: Compiler) -> Template:
         try:
             parts.append((compiler.expression(piece[0]), ""))
         except ExpressionError as exc:
+            if "{{" in piece[0]:  # `{{ a {{ b }}`: say what went wrong, not what JMESPath thinks of `a {{ b`
+                raise TemplateError(
+                    f"'{{{{' inside the expression {piece[0]!r} (a literal '{{{{' is {{{{ '{{{{' }}}})"
+                ) from None
             raise TemplateError(exc.reason) from None
     if not parts:
         return Template(text, text, (), lambda _ctx: text)

@@ -1,6 +1,6 @@
 """The Monitoring documentation covers every metric (name, type, labels), every alert and every endpoint.
 
-The text lives in docs/monitoring.md until it moves into README.md ("Monitoring"); repoint MONITORING_DOC then.
+The text is the "Monitoring" section of README.md.
 """
 
 from __future__ import annotations
