@@ -2,8 +2,9 @@
 
 GCRA keeps a theoretical arrival time (TAT). A caller may go at `now` when `TAT - tau <= now`, where
 `tau = (burst - 1) / rate` is how far ahead of schedule a burst may run. Each pass moves TAT by `1 / rate`.
-Waiters reserve their slot up front and sleep only its remaining time, so the long-run rate is exact whatever
-the timer granularity, and no more than `burst` calls ever go at once.
+Conformance is checked when a caller actually goes (not when it starts waiting), so the long-run rate is exact
+whatever the timer granularity, and no more than `burst` calls ever go at once — even after the event loop
+was held up.
 
 A cool-down (`ban(seconds)`) closes the gate for everybody until it ends; TAT is moved to the end of the ban,
 so when it lifts the rate resumes from a burst of at most `burst`, not with the backlog of everyone who waited.
@@ -38,6 +39,7 @@ class GcraLimiter:
         self._tau = (self.burst - 1) * self._interval
         self._tat = 0.0
         self._ban_until = 0.0
+        self._lock = asyncio.Lock()
         self.bans = 0
 
     @property
@@ -69,19 +71,37 @@ class GcraLimiter:
         now = self._clock() if now is None else now
         return max(0.0, self._ban_until - now)
 
+    def _conform(self, now: float) -> float:
+        """Take a slot if a call may go at `now` (return 0), else return the wait and take nothing."""
+        tat = max(self._tat, now)
+        wait = tat - self._tau - now
+        if wait > 0:
+            return wait
+        self._tat = tat + self._interval
+        return 0.0
+
     async def acquire(self) -> float:
-        """Wait for a slot (and for any cool-down to end); return the seconds waited."""
-        start = self._clock()
-        now = start
-        while True:
-            left = self._ban_until - now
-            if left > 0:
-                await self._sleep(left)
-                now = self._clock()
-                continue
-            wait = self.reserve(now)
-            if wait > 0:
+        """Wait for a slot (and for any cool-down to end); return the seconds waited.
+
+        Callers queue on a FIFO lock and only the head one sleeps; it takes its slot when it actually wakes.
+        So a stalled event loop cannot release a crowd of pre-reserved slots at once: after any stall at most
+        `burst` calls go together, and timer lateness below `tau` is absorbed without losing rate.
+        """
+        start = now = self._clock()
+        if self._interval == 0.0 and now >= self._ban_until:
+            return 0.0
+        async with self._lock:
+            now = self._clock()
+            while True:
+                left = self._ban_until - now
+                if left > 0:
+                    await self._sleep(left)
+                    now = self._clock()
+                    continue
+                if self._interval == 0.0:
+                    return now - start
+                wait = self._conform(now)
+                if wait == 0.0:
+                    return now - start
                 await self._sleep(wait)
                 now = self._clock()
-            if now >= self._ban_until:
-                return now - start

@@ -173,6 +173,24 @@ async def test_many_concurrent_callers_hold_the_rate_and_the_burst(vtime: Virtua
     assert max_in_window(steady, 1.0) <= rate + 1  # once the burst is spent: the rate, to one slot
 
 
+async def test_a_stalled_event_loop_releases_at_most_a_burst_not_every_waiter(vtime: VirtualTime) -> None:
+    """Waiters must not pre-reserve slots: if the loop is held up, they would all fire together when it frees."""
+    rate, burst = 1000, 20
+    limiter = GcraLimiter(rate, burst, clock=vtime.time, sleep=asyncio.sleep)
+    t0 = vtime.time()
+
+    async def stall() -> None:
+        await asyncio.sleep(2.0)
+        vtime.now += 0.26  # a 260 ms hold-up of the event loop (GC, a long batch): time passes, nobody runs
+
+    stall_task = asyncio.create_task(stall())
+    grants = await run_acquirers(limiter, vtime, tasks=128, until=t0 + 5.0)
+    await stall_task
+    assert max_in_window(grants, 1.0) <= rate * 1.02 + burst
+    after = [t for t in grants if t0 + 2.0 < t <= t0 + 2.3]
+    assert max_in_window(after, 0.001) <= burst  # at most a burst at the end of the stall
+
+
 async def test_concurrent_waiters_each_get_their_own_slot(vtime: VirtualTime) -> None:
     limiter = GcraLimiter(10, 1, clock=vtime.time, sleep=asyncio.sleep)
     t0 = vtime.time()
