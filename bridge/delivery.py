@@ -106,7 +106,6 @@ class DeliveryEngine:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._capacity_waiters: list[asyncio.Future[None]] = []
         metrics.rate_limit_per_second.set(rl.per_second)
 
     # ----------------------------------------------------------------- lifecycle
@@ -162,13 +161,6 @@ class DeliveryEngine:
         self._inc_unfinished()
         self._spawn(self._publish_dead_letter(letter, job=None))
 
-    async def wait_capacity(self, limit: int) -> None:
-        """Return once fewer than `limit` jobs are unfinished."""
-        while self.unfinished >= limit:
-            fut = asyncio.get_running_loop().create_future()
-            self._capacity_waiters.append(fut)
-            await fut
-
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is unfinished; False on timeout."""
         try:
@@ -197,11 +189,6 @@ class DeliveryEngine:
         self._m.queued.set(self.unfinished)
         if self.unfinished == 0:
             self._idle.set()
-        if self._capacity_waiters:
-            waiters, self._capacity_waiters = self._capacity_waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

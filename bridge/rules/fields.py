@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.models import EVENT_TYPES
+from bridge.models import EVENT_TYPES, MESSAGE_FIELDS
 from bridge.rules.codegen import (
     Arr,
     Const,
@@ -45,17 +45,7 @@ from bridge.yamlsrc import dotted
 Problem = tuple[tuple[str | int, ...], str]
 
 # Every field a rule may set; `msg_key` is generated (see `idempotency_key`).
-TEXT_FIELDS = (
-    "event_type",
-    "source",
-    "action",
-    "resource_id",
-    "resource_url",
-    "mobile_receiver",
-    "company_id",
-    "sender",
-    "corp_id",
-)
+TEXT_FIELDS = tuple(f for f in MESSAGE_FIELDS if f not in ("msg_key", "event_time_millis", "json_data"))
 MESSAGE_KEYS = frozenset({*TEXT_FIELDS, "event_time_millis", "json_data"})
 
 
