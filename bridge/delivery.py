@@ -107,6 +107,9 @@ class DeliveryEngine:
         self._idle = asyncio.Event()
         self._idle.set()
         metrics.rate_limit_per_second.set(rl.per_second)
+        # read at scrape time: no gauge update on the per-message path
+        metrics.in_flight.set_function(lambda: self.in_flight)
+        metrics.queued.set_function(lambda: self.unfinished)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -182,11 +185,9 @@ class DeliveryEngine:
     def _inc_unfinished(self) -> None:
         self.unfinished += 1
         self._idle.clear()
-        self._m.queued.set(self.unfinished)
 
     def _dec_unfinished(self) -> None:
         self.unfinished -= 1
-        self._m.queued.set(self.unfinished)
         if self.unfinished == 0:
             self._idle.set()
 
@@ -271,14 +272,12 @@ class DeliveryEngine:
         part = job.record.part
         part.in_flight += 1
         self.in_flight += 1
-        self._m.in_flight.set(self.in_flight)
         try:
             outcome = await self._sender.send(job.message)
         finally:
             part.in_flight -= 1
             self.in_flight -= 1
-            self._m.in_flight.set(self.in_flight)
-        job.last_outcome = outcome
+            job.last_outcome = outcome
         self._m.gateway_call(
             outcome.verdict.value, outcome.code_label, outcome.sub_code_family, outcome.latency_seconds
         )

@@ -39,6 +39,9 @@ class _Null:
     def remove(self, *labels: Any) -> None:
         return None
 
+    def set_function(self, f: Any) -> None:
+        return None
+
 
 _NULL: Any = _Null()
 
@@ -187,6 +190,7 @@ class Metrics:
         self._dur_children: dict[str, Any] = {}
         self._e2e_children: dict[str, Any] = {}
         self._consumed_children: dict[str, Any] = {}
+        self._match_children: dict[str, Any] = {}
 
     def prime(self, rules: tuple[str, ...] | list[str]) -> None:
         """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
@@ -224,6 +228,13 @@ class Metrics:
         if child is None:
             child = self._consumed_children[topic] = self.records_consumed.labels(topic)
         child.inc(n)
+
+    def rule_matched(self, rule: str) -> None:
+        """An event matched a rule."""
+        child = self._match_children.get(rule)
+        if child is None:
+            child = self._match_children[rule] = self.rule_matches.labels(rule)
+        child.inc()
 
     def message_final(self, rule: str, outcome: str) -> None:
         """A message reached a final state."""

@@ -179,7 +179,7 @@ class KafkaSource:
         map_meta, only_rule = _replay_meta(meta)
         result = self._rules.map(decoded, map_meta)
         for rule in result.matched:
-            self._m.rule_matches.labels(rule).inc()
+            self._m.rule_matched(rule)
         for rule in result.empty_fanout:
             self._m.fanout_empty.labels(rule).inc()
         items = result.items
