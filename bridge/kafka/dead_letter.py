@@ -42,7 +42,9 @@ class DeadLetterSink:
         self._producer = AIOKafkaProducer(
             **connection_options(self._settings),
             acks="all",
-            enable_idempotence=True,
+            # Not idempotent on purpose: after one refused (too large) batch, aiokafka's idempotent producer
+            # answers OutOfOrderSequenceNumber for that partition forever. A duplicate dead letter is harmless.
+            enable_idempotence=False,
             linger_ms=5,
             max_request_size=max(self._settings.max_record_bytes * 2 + 65536, 1_048_576),
         )
