@@ -33,6 +33,7 @@ log = logging.getLogger("bridge.source")
 
 REPLAY_ORIGIN = "bridge.replay.origin"  # "topic/partition/offset/timestamp_ms" of the dead-lettered record
 REPLAY_RULE = "bridge.replay.rule"  # only this rule applies to a replayed record
+YIELD_EVERY = 64  # records mapped between two yields to the event loop
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -134,8 +135,15 @@ class KafkaSource:
                 if part is None or part.revoked:
                     continue
                 self._m.record_consumed(tp.topic, len(records))
-                for rec in records:
+                for i, rec in enumerate(records, 1):
                     self._take(part, rec)
+                    if i % YIELD_EVERY == 0:
+                        # getmany() returns at once while records are buffered: without this, mapping a few
+                        # batches back to back holds the loop for 100+ ms and the senders stall meanwhile.
+                        await asyncio.sleep(0)
+                        if _revoked(part):  # a rebalance ran while we yielded
+                            break
+                await asyncio.sleep(0)
             now = time.monotonic()
             if now >= next_commit:
                 next_commit = now + interval
@@ -334,6 +342,10 @@ class KafkaSource:
                 }
             },
         )
+
+
+def _revoked(part: PartitionState) -> bool:
+    return part.revoked
 
 
 _ORIGIN_RE = re.compile(r"^(.+)/(\d+)/(\d+)/(-?\d+)$")
