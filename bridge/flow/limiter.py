@@ -15,9 +15,47 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class Limiter(Protocol):
+    """What the delivery engine needs of a rate limiter (this module's GcraLimiter, or a shared one).
+
+    `acquire(n)` waits until `n` messages may go (and any cool-down is over) and returns the seconds waited;
+    `ban(seconds)` closes the gate for every sender (a code-7 answer); `banned_for()` says how long it stays
+    closed; `set_rate(rate, burst)` changes the steady rate and burst at run time (adaptive recovery after a
+    ban). `rate <= 0` means unlimited. `start()`/`stop()` open and close whatever the limiter talks to.
+    """
+
+    rate: float
+    burst: int
+
+    async def start(self) -> None:
+        """Connect to whatever backs the limiter (nothing for a local one)."""
+        ...
+
+    async def stop(self) -> None:
+        """Release it (idempotent)."""
+        ...
+
+    async def acquire(self, n: int = 1) -> float:
+        """Wait for `n` slots; return the seconds waited."""
+        ...
+
+    def ban(self, seconds: float, now: float | None = None) -> float:
+        """Close the gate for everyone for `seconds`; return when it opens (monotonic time)."""
+        ...
+
+    def banned_for(self, now: float | None = None) -> float:
+        """Seconds left of the current cool-down (0 when none)."""
+        ...
+
+    def set_rate(self, rate: float, burst: int) -> None:
+        """Change the steady rate and the burst from now on."""
+        ...
 
 
 class GcraLimiter:
@@ -31,16 +69,30 @@ class GcraLimiter:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.rate = rate
-        self.burst = max(1, burst)
         self._clock = clock
         self._sleep = sleep
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._tau = (self.burst - 1) * self._interval
+        self.rate = rate
+        self.burst = max(1, burst)
+        self._interval = 0.0
+        self._tau = 0.0
+        self.set_rate(rate, burst)
         self._tat = 0.0
         self._ban_until = 0.0
         self._lock = asyncio.Lock()
         self.bans = 0
+
+    async def start(self) -> None:
+        """Nothing to connect: a local limiter."""
+
+    async def stop(self) -> None:
+        """Nothing to release."""
+
+    def set_rate(self, rate: float, burst: int) -> None:
+        """Change rate and burst; the schedule already taken (TAT) is kept, so no burst is created."""
+        self.rate = rate
+        self.burst = max(1, burst)
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._tau = (self.burst - 1) * self._interval
 
     @property
     def unlimited(self) -> bool:
@@ -71,17 +123,22 @@ class GcraLimiter:
         now = self._clock() if now is None else now
         return max(0.0, self._ban_until - now)
 
-    def _conform(self, now: float) -> float:
-        """Take a slot if a call may go at `now` (return 0), else return the wait and take nothing."""
+    def _conform(self, now: float, n: int = 1) -> float:
+        """Take `n` slots if they may go at `now` (return 0), else return the wait and take nothing.
+
+        `n` slots conform when the last of them would (GCRA with weight n). A batch larger than `burst` goes
+        once the schedule has fully caught up (TAT <= now) and puts the schedule n slots ahead, so the
+        long-run rate holds for batches of any size.
+        """
         tat = max(self._tat, now)
-        wait = tat - self._tau - now
+        wait = tat + (min(n, self.burst) - 1) * self._interval - self._tau - now
         if wait > 0:
             return wait
-        self._tat = tat + self._interval
+        self._tat = tat + n * self._interval
         return 0.0
 
-    async def acquire(self) -> float:
-        """Wait for a slot (and for any cool-down to end); return the seconds waited.
+    async def acquire(self, n: int = 1) -> float:
+        """Wait for `n` slots (and for any cool-down to end); return the seconds waited.
 
         Callers queue on a FIFO lock and only the head one sleeps; it takes its slot when it actually wakes.
         So a stalled event loop cannot release a crowd of pre-reserved slots at once: after any stall at most
@@ -100,7 +157,7 @@ class GcraLimiter:
                     continue
                 if self._interval == 0.0:
                     return now - start
-                wait = self._conform(now)
+                wait = self._conform(now, n)
                 if wait == 0.0:
                     return now - start
                 await self._sleep(wait)

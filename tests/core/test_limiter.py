@@ -298,3 +298,28 @@ async def test_unlimited_callers_wait_for_a_ban_then_all_go_at_its_end(vtime: Vi
     assert waited == pytest.approx([3.0] * 50)
     assert vtime.time() == pytest.approx(t0 + 3.0)
     assert await limiter.acquire() == 0
+
+
+# --------------------------------------------------------------------------- acquire(n): batches
+async def test_a_batch_takes_n_slots_and_the_long_run_rate_holds() -> None:
+    limiter, clock = stepping_limiter(100, burst=10, start=50.0)
+    for _ in range(100):
+        await limiter.acquire(5)
+    # 500 messages at 100/s: the first burst of 10 is free, the other 490 take 4.9 s (to within one batch)
+    assert clock.now - 50.0 == pytest.approx(4.9, abs=0.05)
+
+
+async def test_a_batch_larger_than_the_burst_goes_when_the_schedule_caught_up() -> None:
+    limiter, clock = stepping_limiter(10, burst=2, start=0.0)
+    assert await limiter.acquire(5) == 0.0  # idle: the whole batch goes, the schedule moves 0.5 s ahead
+    waited = await limiter.acquire(5)
+    assert waited == pytest.approx(0.5)
+    assert clock.now == pytest.approx(0.5)
+
+
+def test_set_rate_keeps_the_schedule_taken() -> None:
+    limiter = GcraLimiter(10, burst=1)
+    assert [limiter.reserve(0.0) for _ in range(3)] == pytest.approx([0, 0.1, 0.2])
+    limiter.set_rate(5, 1)
+    assert limiter.reserve(0.0) == pytest.approx(0.3)  # already-scheduled slots are not given back
+    assert limiter.reserve(0.0) == pytest.approx(0.5)
