@@ -19,6 +19,7 @@ from bridge.gateway.client import TopClient
 from bridge.kafka.dead_letter import DeadLetterSink
 from bridge.kafka.source import KafkaSource
 from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline
 from bridge.rules import RuleSet
 from bridge.settings import Settings
 from bridge.web import StatusServer
@@ -43,7 +44,8 @@ class BridgeApp:
             metrics=self.metrics,
             on_pause=self._on_pause,
         )
-        self.source = KafkaSource(settings, rules, self.engine, self.metrics)
+        self.pipeline = Pipeline(settings, rules, self.engine, self.metrics)
+        self.source = KafkaSource(settings, self.pipeline, self.metrics)
         self.status = StatusServer(self.metrics.registry, self.readiness, settings.metrics.listen)
         self._stop = asyncio.Event()
         self._signals = 0
