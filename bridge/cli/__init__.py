@@ -18,6 +18,7 @@ from bridge.errors import ConfigError
 # Order shown in `bridge --help`.
 COMMAND_MODULES = (
     "validate",
+    "check",
     "config_show",
     "map",
     "test",
