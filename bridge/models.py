@@ -112,6 +112,9 @@ class MapResult:
     items: tuple[Mapped | MappingFailure, ...] = ()
     matched: tuple[str, ...] = ()  # ids of rules whose `when` held (and topic matched)
     empty_fanout: tuple[str, ...] = ()  # ids of matched rules whose for_each gave no element
+    # (rule, field) of messages made with a field whose `{{ expr }}` resolved to missing: the field was left
+    # out (a json_data key: rendered null). Once per event and pair.
+    missing: tuple[tuple[str, str], ...] = ()
 
     @property
     def unmatched(self) -> bool:

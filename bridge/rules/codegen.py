@@ -6,8 +6,10 @@ read once and shared by every field; expressions are written by `bridge.rules.py
 concatenated; each field is finished (coerced, checked) by the helpers of `bridge.rules.coerce`.
 
 The function takes the context and returns the message's constructor arguments as a list (constants in
-place, None where unset; see `SLOTS`), or raises RenderError whose `field` names the field (or the key
-inside json_data, `json_data.title`). `CompiledMessage.source` shows the generated code.
+place, None where unset; see `SLOTS`) followed by one more item, `MISSING`: None, or the fields (`company_id`,
+`json_data.title`) whose template is a whole `{{ expr }}` that resolved to missing (`note_missing`). It
+raises RenderError whose `field` names the field (or the key inside json_data, `json_data.title`).
+`CompiledMessage.source` shows the generated code.
 """
 
 from __future__ import annotations
@@ -29,6 +31,30 @@ ItemRender = Callable[[dict[str, Any], list[Any]], list[Any]]
 
 # Positions of MobileReceiverMessageEvent's constructor arguments: messages are built positionally.
 SLOTS = {f.name: i for i, f in enumerate(dataclasses.fields(MobileReceiverMessageEvent))}
+# One more slot after them: None, or the fields whose template resolved to missing (see `note_missing`).
+MISSING = len(SLOTS)
+
+
+def present(ctx: Any, keys: tuple[str, ...]) -> bool:
+    """Whether the plain path `keys` exists in `ctx` (its last key present, even with a null value)."""
+    for key in keys[:-1]:
+        if not isinstance(ctx, dict):
+            return False
+        ctx = ctx.get(key)
+    return isinstance(ctx, dict) and keys[-1] in ctx
+
+
+def note_missing(values: list[Any], label: str, ctx: Any, keys: tuple[str, ...] | None) -> None:
+    """A template that is one whole `{{ expr }}` gave null for the field `label`: note it in the MISSING slot.
+
+    A plain path whose last key is there with an explicit null is not missing (the event says "none"); an
+    absent key on the way is (a typo, or an event without it). Any other expression giving null is missing.
+    Called by generated code only when a value is null, so a complete event pays nothing but the test.
+    """
+    if keys is not None and present(ctx, keys):
+        return
+    seen = values[MISSING]
+    values[MISSING] = (label,) if seen is None else (*seen, label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +126,7 @@ class _MessageWriter(Writer):
             "_describe": describe_exception,
             "_field_text": field_text,
             "_interpolate": interpolate,
+            "_missing": note_missing,
         }
         self.label = ""
 
@@ -119,7 +146,11 @@ class _MessageWriter(Writer):
         if isinstance(spec, Const):
             return self.bind(spec.value, "c")
         if isinstance(spec, Single):
-            return self.expression(spec.expr, label)
+            value = self.expression(spec.expr, label)
+            keys = self.bind(spec.expr.path, "path") if spec.expr.path is not None else "None"
+            self.emit(f"if {value} is None:")
+            self.emit(f"    _missing(values, {label!r}, ctx, {keys})")
+            return value
         if isinstance(spec, Text):
             pieces = [repr(spec.head)] if spec.head else []
             for expr, tail in spec.parts:
@@ -152,12 +183,23 @@ def spec_roots(spec: Spec) -> frozenset[str]:
     return frozenset()
 
 
+def spec_templates(spec: Spec, label: str) -> dict[str, Expression]:
+    """The whole-`{{ expr }}` templates of a spec by the label a missing value is reported under."""
+    if isinstance(spec, Single):
+        return {label: spec.expr}
+    if isinstance(spec, Obj):
+        return {k: v for key, sub in spec.items for k, v in spec_templates(sub, f"{spec.path}.{key}").items()}
+    if isinstance(spec, Arr):
+        return {k: v for i, sub in enumerate(spec.items) for k, v in spec_templates(sub, f"{spec.path}[{i}]").items()}
+    return {}
+
+
 def compile_fields(
     plans: list[FieldPlan], constants: dict[str, Any], *, compiler: Compiler, rule_id: str
 ) -> tuple[FieldsRender, str]:
     """`fn(ctx)`: every planned field rendered into a list in `SLOTS` order (None: unset), the constants in
     place. Returns it and its source."""
-    initial: list[Any] = [None] * len(SLOTS)
+    initial: list[Any] = [None] * (len(SLOTS) + 1)  # the fields, then MISSING
     for name, value in constants.items():
         initial[SLOTS[name]] = value
     w = _MessageWriter(compiler)
