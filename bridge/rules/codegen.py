@@ -141,15 +141,24 @@ class _MessageWriter(Writer):
             self.at(label)
         return self.value(expr.node, "ctx")
 
-    def spec(self, spec: Spec, label: str) -> str:
-        """Python source of an expression with the spec's value (statements it needs are emitted first)."""
+    def note_missing(self, spec: Single, label: str) -> str:
+        """The statement noting that `spec` (a whole `{{ expr }}`) of the field `label` resolved to null."""
+        keys = self.bind(spec.expr.path, "path") if spec.expr.path is not None else "None"
+        return f"_missing(values, {label!r}, ctx, {keys})"
+
+    def spec(self, spec: Spec, label: str, *, note_null: bool = True) -> str:
+        """Python source of an expression with the spec's value (statements it needs are emitted first).
+
+        A whole `{{ expr }}` that gives null is noted (`note_missing`) unless `note_null` is false: the caller
+        then does it where it already tests the value.
+        """
         if isinstance(spec, Const):
             return self.bind(spec.value, "c")
         if isinstance(spec, Single):
             value = self.expression(spec.expr, label)
-            keys = self.bind(spec.expr.path, "path") if spec.expr.path is not None else "None"
-            self.emit(f"if {value} is None:")
-            self.emit(f"    _missing(values, {label!r}, ctx, {keys})")
+            if note_null:
+                self.emit(f"if {value} is None:")
+                self.emit(f"    {self.note_missing(spec, label)}")
             return value
         if isinstance(spec, Text):
             pieces = [repr(spec.head)] if spec.head else []
@@ -217,12 +226,19 @@ def compile_item_fields(plans: list[FieldPlan], *, compiler: Compiler, rule_id: 
 
 def _finish(w: _MessageWriter, plans: list[FieldPlan], params: str, name: str) -> tuple[Any, str]:
     for plan in plans:
-        value = w.spec(plan.spec, plan.name)
+        single = plan.spec if isinstance(plan.spec, Single) else None
+        # A text field tests its value's type anyway: a null is noted in that (rare) branch, for free. A null
+        # event_time_millis is a mapping failure, never a silent omission: nothing to note.
+        note_null = single is None or (plan.finish is not None and plan.name != "event_time_millis")
+        value = w.spec(plan.spec, plan.name, note_null=note_null)
         w.at(plan.name)
         slot = SLOTS[plan.name]
         if plan.finish is None:
             w.emit(f"v = {value}")
             w.emit("if v.__class__ is not str or not v.isascii():")
+            if single is not None:
+                w.emit("    if v is None:")
+                w.emit(f"        {w.note_missing(single, plan.name)}")
             w.emit("    v = _field_text(v)")
             if plan.check is not None:
                 test, reason = w.bind(plan.check.test, "test"), w.bind(plan.check.reason, "reason")
