@@ -64,7 +64,7 @@ def test_alert_is_complete(rule: dict[str, Any]) -> None:
     annotations = rule["annotations"]
     for key in ("summary", "description", "runbook"):
         assert isinstance(annotations.get(key), str) and len(annotations[key]) > 20, key
-    assert "Troubleshooting" in annotations["runbook"], "runbooks point at README Troubleshooting"
+    assert "docs/troubleshooting.md" in annotations["runbook"], "runbooks point at the troubleshooting page"
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r["alert"] for r in RULES])

@@ -251,12 +251,11 @@ def test_shipped_config_as_a_subprocess() -> None:
 
 
 # ------------------------------------------------------------------------------------- the documentation
-DOC = REPO_ROOT / "README.md"  # its "Writing rules" section
+DOC = REPO_ROOT / "docs" / "rules.md"
 
 
 def doc_blocks(kind: str) -> list[str]:
-    readme = DOC.read_text(encoding="utf-8")
-    text = readme.split("\n## Writing rules\n", 1)[1].split("\n## ", 1)[0]
+    text = DOC.read_text(encoding="utf-8")
     return [block.split("```", 1)[0].strip() for block in text.split(f"```{kind}\n")[1:]]
 
 
