@@ -18,7 +18,7 @@ venv: $(STAMP)
 
 ## The main job on local defaults: local Kafka + simulated gateway + sample events; Ctrl-C stops it all.
 demo: $(STAMP)
-	$(BIN)/bridge demo -c config/bridge.yaml
+	$(BIN)/bridge demo -c config/demo.yaml
 
 ## Everything CI runs: lint, types, the docs site, and the whole test suite against a real broker.
 test: $(STAMP)

@@ -43,6 +43,8 @@ COVERED_ELSEWHERE = {
     "python -m bridge.configref": "this file (the reference section is compared with its output)",
     "mkdocs build": "Makefile (`make test` builds the site with --strict)",
     "systemctl": "tests/test_deploy.py checks the unit file",
+    "kafka-topics.sh": "tests/test_kafka_docs.py (the broker accepts the recommended dead-letter topic settings)",
+    "env -u": "tests/test_deploy.py (test_production_config_has_no_defaults_for_where_to_send_or_credentials)",
 }
 RUN_HERE = ("bridge validate", "bridge config show", "bridge map", "bridge test", "bridge send", "bridge --version")
 
@@ -98,7 +100,16 @@ def test_every_command_in_the_docs_is_run_here_or_covered_by_a_named_test() -> N
 def test_the_cheap_commands_run_and_succeed(tmp_path: Path) -> None:
     with LocalStack(tmp_path) as stack:
         sim_url = stack.start_sim("campus-demo", "local-simulator-secret")
-        env = {**os.environ, "TOP_GATEWAY_URL": sim_url, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "SIM_GATEWAY_URL": sim_url,  # config/demo.yaml
+            # config/bridge.yaml, the production example, has no defaults: a deployment sets these
+            "KAFKA_BOOTSTRAP_SERVERS": "kafka-1.campus.internal:9092",
+            "TOP_GATEWAY_URL": sim_url,
+            "TOP_APP_KEY": "campus-demo",
+            "TOP_APP_SECRET": "local-simulator-secret",
+        }
         ran = []
         for page, command in all_commands():
             if not normalised(command).startswith(RUN_HERE):
