@@ -147,7 +147,8 @@ def run_inspect(args: argparse.Namespace) -> int:
                     sys.stdout.write(orjson.dumps(letter.summary()).decode() + "\n")
                 else:
                     print(letter_line(letter))
-        print(f"{shown} dead letters shown ({scanned} read from {settings.kafka.dead_letter_topic})", file=sys.stderr)
+        noun = "dead letter" if shown == 1 else "dead letters"
+        print(f"{shown} {noun} shown ({scanned} read from {settings.kafka.dead_letter_topic})", file=sys.stderr)
         return 0
 
     return run_loop(go())
