@@ -19,6 +19,7 @@ from bridge.gateway.client import TopClient
 from bridge.kafka.dead_letter import DeadLetterSink
 from bridge.kafka.source import KafkaSource
 from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline
 from bridge.rules import RuleSet
 from bridge.settings import Settings
 from bridge.web import StatusServer
@@ -43,7 +44,8 @@ class BridgeApp:
             metrics=self.metrics,
             on_pause=self._on_pause,
         )
-        self.source = KafkaSource(settings, rules, self.engine, self.metrics)
+        self.pipeline = Pipeline(settings, rules, self.engine, self.metrics)
+        self.source = KafkaSource(settings, self.pipeline, self.metrics)
         self.status = StatusServer(self.metrics.registry, self.readiness, settings.metrics.listen)
         self._stop = asyncio.Event()
         self._signals = 0
@@ -60,8 +62,11 @@ class BridgeApp:
         reasons: list[str] = []
         if not self._started:
             reasons.append("starting")
-        if self.engine.paused_reason is not None:
-            reasons.append(f"paused: gateway systemic error ({self.engine.paused_reason})")
+        hold = self.engine.hold
+        if hold is not None and hold.kind == "systemic":
+            reasons.append(f"paused: gateway systemic error ({hold.reason}): {hold.cause}")
+        elif hold is not None:
+            reasons.append(f"paused: circuit open, gateway unreachable ({hold.cause})")
         if not self.dlq.healthy:
             reasons.append("dead-letter producer not connected")
         if self._started and not self.source.fetch_ok and not self.source.assigned_once:
@@ -70,8 +75,9 @@ class BridgeApp:
         self.metrics.ready.set(1 if ok else 0)
         detail: dict[str, object] = {
             "partitions": len(self.source.parts),
-            "paused": self.engine.paused_reason,
+            "paused": hold.reason if hold is not None else None,
             "cooling_down": self.engine.cooling_down,
+            "rate_per_second": round(self.engine.effective_rate, 2),
         }
         if reasons:
             detail["reasons"] = reasons

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 
-from bridge.kafka.source import REPLAY_ORIGIN, REPLAY_RULE
+from bridge.pipeline import REPLAY_ORIGIN, REPLAY_RULE
 from bridge.settings import KafkaSettings
 
 from .client_options import connection_options

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from bridge.app import BridgeApp
+from bridge.delivery import Hold
 from bridge.devstack import parse_metrics
 from bridge.metrics import Metrics
 from bridge.rules.loader import compile_rules
@@ -38,6 +39,9 @@ async def app() -> AsyncIterator[BridgeApp]:
     await bridge.client.close()
 
 
+SYSTEMIC_HOLD = Hold("systemic", "code_25", "25 Invalid signature", 0.0)
+
+
 async def scrape(client: TestClient) -> dict[str, float]:
     """GET /metrics, parsed."""
     resp = await client.get("/metrics")
@@ -48,7 +52,7 @@ async def scrape(client: TestClient) -> dict[str, float]:
 async def test_ready_gauge_follows_readiness_without_readyz(app: BridgeApp) -> None:
     async with TestClient(TestServer(app.status.app())) as client:
         assert (await scrape(client))["bridge_ready"] == 1.0, "healthy, /readyz never called"
-        app.engine._pause_reason = "code_25"  # what a systemic gateway answer sets
+        app.engine._hold = SYSTEMIC_HOLD  # what a systemic gateway answer sets
         assert (await scrape(client))["bridge_ready"] == 0.0, "paused, /readyz not called since"
 
 
@@ -57,8 +61,9 @@ async def test_ready_gauge_matches_readyz(app: BridgeApp) -> None:
     async with TestClient(TestServer(app.status.app())) as client:
         assert (await client.get("/readyz")).status == 200
         assert (await scrape(client))["bridge_ready"] == 1.0
-        app.engine._pause_reason = "code_25"
+        app.engine._hold = SYSTEMIC_HOLD
         resp = await client.get("/readyz")
         assert resp.status == 503
-        assert "paused: gateway systemic error (code_25)" in (await resp.json())["reasons"]
+        reasons = (await resp.json())["reasons"]
+        assert any(r.startswith("paused: gateway systemic error (code_25)") for r in reasons), reasons
         assert (await scrape(client))["bridge_ready"] == 0.0
