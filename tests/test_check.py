@@ -21,7 +21,6 @@ import orjson
 import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
-from conftest import TopicFactory
 
 from bridge.cli import main
 from bridge.devstack import LocalStack, free_port
@@ -31,6 +30,7 @@ APP_KEY = "check-app"
 APP_SECRET = "test-secret"
 
 World = Callable[..., Awaitable[tuple[Path, SimGateway]]]
+TopicFactory = Callable[..., Awaitable[str]]  # the `new_topic` fixture of tests/conftest.py
 
 
 @pytest.fixture
