@@ -24,11 +24,10 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import orjson
 
 from bridge.checks import Check, Status
+from bridge.gateway.client import system_params
 from bridge.gateway.protocol import (
-    API_VERSION,
     CLOCK_WARN_SECONDS,
     FORM_CONTENT_TYPE,
-    FORMAT,
     MAX_CLOCK_SKEW_SECONDS,
     MESSAGES,
     THROTTLE_CODES,
@@ -84,20 +83,7 @@ class TimeReading:
 
 def time_get_params(settings: GatewaySettings, now: float) -> dict[str, str]:
     """The signed parameters of a `taobao.time.get` call at epoch second `now` (empty values left out)."""
-    params = {
-        "method": TIME_METHOD,
-        "app_key": settings.app_key,
-        "timestamp": format_timestamp(now),
-        "v": API_VERSION,
-        "format": FORMAT,
-        "sign_method": settings.sign_method,
-    }
-    if settings.session is not None and settings.session.get_secret_value():
-        params["session"] = settings.session.get_secret_value()
-    if settings.partner_id:
-        params["partner_id"] = settings.partner_id
-    if settings.simplify:
-        params["simplify"] = "true"
+    params = {**system_params(settings), "method": TIME_METHOD, "timestamp": format_timestamp(now)}
     params["sign"] = Signer(settings.secret(), settings.sign_method).sign(params)
     return params
 

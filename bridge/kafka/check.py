@@ -173,20 +173,23 @@ def _permission(operations: int, operation: int, what: str) -> tuple[Status, str
     return (Status.OK, f"{what} allowed") if allowed else (Status.FAIL, f"{what} NOT allowed")
 
 
-def assess_source(info: TopicInfo) -> Check:
-    """A consumed topic: it exists and this principal may read it (pure)."""
-    name = f"kafka topic {info.name}"
+def _assess_topic(name: str, info: TopicInfo, operation: int, what: str, missing: str) -> Check:
+    """A topic the bridge uses: it exists (else `missing`), and this principal may do `operation` on it."""
     if info.error_code == UNKNOWN_TOPIC:
-        return Check(name, Status.FAIL, f"does not exist ({error_name(info.error_code)})")
+        return Check(name, Status.FAIL, f"does not exist ({error_name(info.error_code)}){missing}")
     if info.error_code == TOPIC_AUTHORIZATION_FAILED:
-        return Check(
-            name, Status.FAIL, f"not authorized ({error_name(info.error_code)}): grant DESCRIBE and READ on it"
-        )
+        reason = f"not authorized ({error_name(info.error_code)}): grant DESCRIBE and {what} on it"
+        return Check(name, Status.FAIL, reason)
     if info.error_code != OK_CODE:
         return Check(name, Status.FAIL, f"metadata error {error_name(info.error_code)}")
-    status, permission = _permission(info.operations, READ, "READ")
+    status, permission = _permission(info.operations, operation, what)
     detail = f"{info.partitions} partition{'s' if info.partitions != 1 else ''}, {permission}"
-    return Check(name, status, detail + ("" if status is Status.OK else ": grant READ on the topic"))
+    return Check(name, status, detail + ("" if status is Status.OK else f": grant {what} on the topic"))
+
+
+def assess_source(info: TopicInfo) -> Check:
+    """A consumed topic: it exists and this principal may read it (pure)."""
+    return _assess_topic(f"kafka topic {info.name}", info, READ, "READ", "")
 
 
 def assess_pattern(pattern: str, topics: Sequence[TopicInfo]) -> list[Check]:
@@ -206,24 +209,14 @@ def assess_dead_letter(info: TopicInfo, auto_create: bool | None) -> Check:
     `auto_create` is the broker's `auto.create.topics.enable` (None: could not be read).
     """
     name = f"kafka dead-letter topic {info.name}"
-    if info.error_code == UNKNOWN_TOPIC:
-        if auto_create:
-            return Check(
-                name,
-                Status.WARN,
-                "does not exist yet: the broker will create it on the first dead letter, with its default"
-                " partitions and retention; better create it yourself",
-            )
-        return Check(name, Status.FAIL, f"does not exist ({error_name(info.error_code)}): create it")
-    if info.error_code == TOPIC_AUTHORIZATION_FAILED:
+    if info.error_code == UNKNOWN_TOPIC and auto_create:
         return Check(
-            name, Status.FAIL, f"not authorized ({error_name(info.error_code)}): grant DESCRIBE and WRITE on it"
+            name,
+            Status.WARN,
+            "does not exist yet: the broker will create it on the first dead letter, with its default"
+            " partitions and retention; better create it yourself",
         )
-    if info.error_code != OK_CODE:
-        return Check(name, Status.FAIL, f"metadata error {error_name(info.error_code)}")
-    status, permission = _permission(info.operations, WRITE, "WRITE")
-    detail = f"{info.partitions} partition{'s' if info.partitions != 1 else ''}, {permission}"
-    return Check(name, status, detail + ("" if status is Status.OK else ": grant WRITE on the topic"))
+    return _assess_topic(name, info, WRITE, "WRITE", ": create it")
 
 
 def assess_group(group_id: str, described: dict[str, Any] | None, error: str | None) -> Check:
