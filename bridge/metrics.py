@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bridge import __version__
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 30, 40, 50)
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -181,6 +182,19 @@ class Metrics:
             "bridge_rebalances_total", "Partition assignments and revocations.", ["kind"], registry=r
         )
         self.commits = Counter("bridge_commits_total", "Offset commits, by result.", ["result"], registry=r)
+        # --- gateway HTTP requests vs messages (batch calls, issue 11): one request may carry 1..50 messages
+        self.gateway_http_requests = Counter(
+            "bridge_gateway_http_requests_total",
+            "HTTP requests sent to the gateway, by endpoint (rest: one message, batch: several).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.gateway_batch_size = Histogram(
+            "bridge_gateway_batch_size",
+            "Messages per HTTP request to the gateway (1 for /router/rest); _sum counts messages, _count requests.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -191,6 +205,7 @@ class Metrics:
         self._e2e_children: dict[str, Any] = {}
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[str, Any] = {}
+        self._http_children: dict[str, Any] = {}
 
     def prime(self, rules: tuple[str, ...] | list[str]) -> None:
         """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
@@ -211,6 +226,8 @@ class Metrics:
         for result in ("ok", "failed"):
             self.commits.labels(result)
         self.retries.labels("throttled")
+        for endpoint in ("rest", "batch"):
+            self.gateway_http_requests.labels(endpoint)
 
     def set_build_info(self) -> None:
         """Publish version, Python and aiokafka versions."""
@@ -255,6 +272,18 @@ class Metrics:
         if dur is None:
             dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
         dur.observe(seconds)
+
+    def gateway_http_request(self, endpoint: str, messages: int) -> None:
+        """One HTTP request to the gateway's `endpoint` ("rest" or "batch") carrying `messages` messages.
+
+        The TopClient calls it for every request it sends (pass the Metrics as its `observer`), so requests
+        the client adds on its own (a 400/413 batch halved, a batch of one sent to /router/rest) count too.
+        """
+        child = self._http_children.get(endpoint)
+        if child is None:
+            child = self._http_children[endpoint] = self.gateway_http_requests.labels(endpoint)
+        child.inc()
+        self.gateway_batch_size.observe(messages)
 
     def delivered_after(self, rule: str, seconds: float) -> None:
         """Event-to-delivery latency of one delivered message."""
