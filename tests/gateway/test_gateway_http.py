@@ -7,6 +7,7 @@ small raw TCP stand-ins that answer scripted bytes for the framing cases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import re
 import socket
@@ -29,6 +30,7 @@ from bridge.models import Outcome, Verdict
 from .conftest import APP_KEY, APP_SECRET, SimFactory, gateway_settings, message
 
 SUCCESS = b'{"result":{"success":true},"request_id":"r1"}'
+
 
 # --- raw stand-ins ----------------------------------------------------------------------------------
 
@@ -174,16 +176,16 @@ async def test_concurrent_calls_share_at_most_max_connections(sim: SimGateway) -
 
 
 async def test_pool_wait_is_not_part_of_the_timeout(make_sim: SimFactory) -> None:
-    """Issue 10: 2 connections, 8 calls in flight, 300 ms per call, 0.5 s timeout: the later calls wait ~0.9 s
-    for a connection, and none of them times out for it."""
-    sim = await make_sim(Faults(latency_ms=300))
+    """Issue 10: 2 connections, 10 calls in flight, 400 ms per call, 1 s timeout: the last calls wait 1.6 s for
+    a connection, and none of them times out for it."""
+    sim = await make_sim(Faults(latency_ms=400))
     started = time.perf_counter()
-    async with TopClient(gateway_settings(sim.url, max_connections=2, timeout_seconds=0.5)) as client:
-        outcomes = await asyncio.gather(*(client.send(message()) for _ in range(8)))
+    async with TopClient(gateway_settings(sim.url, max_connections=2, timeout_seconds=1.0)) as client:
+        outcomes = await asyncio.gather(*(client.send(message()) for _ in range(10)))
     elapsed = time.perf_counter() - started
-    assert [o.verdict for o in outcomes] == [Verdict.DELIVERED] * 8, [o.describe() for o in outcomes]
-    assert elapsed >= 4 * 0.3  # four rounds over two connections: they really waited
-    assert max(o.latency_seconds for o in outcomes) > 0.5  # longer than the timeout, counted from the call
+    assert [o.verdict for o in outcomes] == [Verdict.DELIVERED] * 10, [o.describe() for o in outcomes]
+    assert elapsed >= 5 * 0.4  # five rounds over two connections: they really waited
+    assert max(o.latency_seconds for o in outcomes) > 1.0  # longer than the timeout, counted from the call
 
 
 async def test_timeout_counts_from_the_connection_and_fails_only_that_call(make_sim: SimFactory) -> None:
@@ -373,3 +375,56 @@ async def test_outcome_texts_never_carry_the_query_string(make_sim: SimFactory, 
     assert SESSION not in text and "session=" not in text and "sign=" not in text
     assert not sign or sign not in text
     assert "app_key=" not in text
+
+
+# --- the same pool on uvloop (the daemon's loop: its transports call connection_made later) ----------------
+
+
+def test_pool_on_uvloop(ca: trustme.CA, ca_file: Path) -> None:
+    """Reuse, TLS verified and refused, a timeout, a pool wait and a cancellation, on uvloop."""
+    import uvloop
+
+    async def scenario() -> dict[str, Any]:
+        sim = SimGateway(app_key=APP_KEY, app_secret=APP_SECRET, faults=Faults(latency_ms=50))
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(ctx)
+        runner = web.AppRunner(sim.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+        await site.start()
+        url = f"https://127.0.0.1:{runner.addresses[0][1]}/router/rest"
+        try:
+            async with TopClient(gateway_settings(url, ssl_cafile=ca_file, max_connections=2)) as client:
+                sequential = [await client.send(message()) for _ in range(3)]
+                opened_after_sequential = client._transport.connections_opened  # type: ignore[union-attr]
+                concurrent = await asyncio.gather(*(client.send(message()) for _ in range(8)))
+                cancelled = asyncio.create_task(client.send(message()))
+                await asyncio.sleep(0.01)
+                cancelled.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cancelled
+                after_cancel = await client.send(message())
+                sim.state.set_faults(Faults(hang_rate=1, hang_seconds=1))
+            async with TopClient(gateway_settings(url, ssl_cafile=ca_file, timeout_seconds=0.2)) as client:
+                timed_out = await client.send(message())
+            untrusted = await send_to(url)
+        finally:
+            await runner.cleanup()
+        return {
+            "sequential": [o.verdict for o in sequential],
+            "opened": opened_after_sequential,
+            "concurrent": {o.verdict for o in concurrent},
+            "after_cancel": after_cancel.verdict,
+            "timeout": timed_out.detail,
+            "untrusted": untrusted.verdict,
+        }
+
+    result = uvloop.run(scenario())
+    assert result == {
+        "sequential": [Verdict.DELIVERED] * 3,
+        "opened": 1,
+        "concurrent": {Verdict.DELIVERED},
+        "after_cancel": Verdict.DELIVERED,
+        "timeout": "timeout: no response within 0.2s",
+        "untrusted": Verdict.SYSTEMIC,
+    }
