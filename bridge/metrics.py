@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bridge import __version__
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-BATCH_BUCKETS = (1, 2, 5, 10, 20, 30, 40, 50)
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -132,6 +131,11 @@ class Metrics:
         self.rate_limit_per_second = Gauge(
             "bridge_rate_limit_per_second", "Configured gateway call rate (0 = unlimited).", registry=r
         )
+        self.rate_limit_effective = Gauge(
+            "bridge_rate_limit_effective_per_second",
+            "Gateway call rate in force now: below the configured one while recovering from a ban (0 = unlimited).",
+            registry=r,
+        )
         self.throttle_active = Gauge(
             "bridge_throttle_cooldown_active",
             "1 while a gateway ban (a call-limit answer) holds every sender.",
@@ -147,6 +151,29 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("bridge_ready", "1 when /readyz answers 200.", registry=r)
+        # --- circuit breaker on the gateway (issue 10)
+        self.circuit_state = Gauge(
+            "bridge_circuit_state",
+            "1 while the circuit is open (the gateway is unreachable: delivery paused, probing), else 0.",
+            registry=r,
+        )
+        self.circuit_openings = Counter(
+            "bridge_circuit_openings_total", "Times the circuit opened on shared transport failures.", registry=r
+        )
+        # --- rule reloads (SIGHUP / rules.watch)
+        self.rules_reloads = Counter(
+            "bridge_rules_reload_total",
+            "Rule reloads, by result (ok, failed: the old rules stay).",
+            ["result"],
+            registry=r,
+        )
+        self.rules_loaded = Gauge("bridge_rules_loaded", "Rules in force.", registry=r)
+        self.gateway_batch_size = Histogram(
+            "bridge_gateway_batch_size",
+            "Messages per gateway batch request (batching on).",
+            buckets=(1, 2, 5, 10, 20, 30, 40, 50),
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "bridge_consumer_lag_messages",
             "High watermark minus committed offset, per assigned partition.",
@@ -189,12 +216,6 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
-        self.gateway_batch_size = Histogram(
-            "bridge_gateway_batch_size",
-            "Messages per HTTP request to the gateway (1 for /router/rest); _sum counts messages, _count requests.",
-            buckets=BATCH_BUCKETS,
-            registry=r,
-        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -228,6 +249,8 @@ class Metrics:
         self.retries.labels("throttled")
         for endpoint in ("rest", "batch"):
             self.gateway_http_requests.labels(endpoint)
+        for result in ("ok", "failed"):
+            self.rules_reloads.labels(result)
 
     def set_build_info(self) -> None:
         """Publish version, Python and aiokafka versions."""
@@ -273,8 +296,8 @@ class Metrics:
             dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
         dur.observe(seconds)
 
-    def gateway_http_request(self, endpoint: str, messages: int) -> None:
-        """One HTTP request to the gateway's `endpoint` ("rest" or "batch") carrying `messages` messages.
+    def gateway_http_request(self, endpoint: str) -> None:
+        """One HTTP request to the gateway's `endpoint`: "rest" (one message) or "batch" (several).
 
         The TopClient calls it for every request it sends (pass the Metrics as its `observer`), so requests
         the client adds on its own (a 400/413 batch halved, a batch of one sent to /router/rest) count too.
@@ -283,7 +306,10 @@ class Metrics:
         if child is None:
             child = self._http_children[endpoint] = self.gateway_http_requests.labels(endpoint)
         child.inc()
-        self.gateway_batch_size.observe(messages)
+
+    def gateway_batch(self, size: int) -> None:
+        """The engine sent a batch of `size` messages (one `send_batch` call)."""
+        self.gateway_batch_size.observe(size)
 
     def delivered_after(self, rule: str, seconds: float) -> None:
         """Event-to-delivery latency of one delivered message."""

@@ -81,8 +81,8 @@ def system_params(settings: GatewaySettings, *, with_method: bool = True) -> dic
 class RequestObserver(Protocol):
     """Told of every HTTP request the client makes (`bridge.metrics.Metrics` is one)."""
 
-    def gateway_http_request(self, endpoint: str, messages: int) -> None:
-        """One HTTP request to `endpoint` ("rest" or "batch") carrying `messages` messages."""
+    def gateway_http_request(self, endpoint: str) -> None:
+        """One HTTP request to `endpoint`: "rest" (one message) or "batch" (several)."""
         ...
 
 
@@ -232,7 +232,7 @@ class TopClient:
 
     async def _send_event(self, event: str, start: float) -> Outcome:
         tail, body = self._encode_event(event)
-        result = await self._post(self._rest, "rest", tail, body, 1)
+        result = await self._post(self._rest, "rest", tail, body)
         latency = time.perf_counter() - start
         if isinstance(result, TransportFailure):
             return classify(latency_seconds=latency, failure=result)
@@ -248,7 +248,7 @@ class TopClient:
             failure = TransportFailure(TransportKind.INVALID_URL, self._batch_error)
             return [classify(latency_seconds=0.0, failure=failure)] * n
         tail, body = self._encode_batch(events)
-        result = await self._post(self._batch, "batch", tail, body, n)
+        result = await self._post(self._batch, "batch", tail, body)
         latency = time.perf_counter() - start
         if isinstance(result, TransportFailure):
             return [classify(latency_seconds=latency, failure=result)] * n
@@ -268,9 +268,7 @@ class TopClient:
         reason = f"{len(parts)} responses for a batch of {n}"
         return [classify(latency_seconds=latency, http_status=200, body_error=reason)] * n
 
-    async def _post(
-        self, endpoint: Endpoint, name: str, tail: str, body: bytes, messages: int
-    ) -> Response | TransportFailure:
+    async def _post(self, endpoint: Endpoint, name: str, tail: str, body: bytes) -> Response | TransportFailure:
         transport = self._transport
         if transport is None:
             if self._closed:
@@ -279,7 +277,7 @@ class TopClient:
             transport = self._transport
             assert transport is not None
         if self._observer is not None:
-            self._observer.gateway_http_request(name, messages)
+            self._observer.gateway_http_request(name)
         try:
             return await transport.post(endpoint, tail, body)
         except TransportError as exc:
