@@ -167,26 +167,10 @@ class SimGateway:
         state.stats.total_requests += 1
         raw = await request.read()
         fault = state.draw_fault()
-        faults = state.faults
-        if faults.latency_ms or faults.latency_jitter_ms:
-            await asyncio.sleep(state.latency_seconds())
-        if fault == "hang":
-            state.stats.hung += 1
-            if await self._hang(faults.hang_seconds):
-                fault = "drop"  # shutting down: the hung request ends without a response
+        faulted = await self._request_fault(request, fault)
+        if faulted is not None:
+            return faulted
         stats = state.stats  # after the awaits: a reset meanwhile replaced it
-        if fault == "drop":
-            stats.dropped += 1
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()
-        if fault in ("http_502", "http_503"):
-            status = 502 if fault == "http_502" else 503
-            stats.http_errors[str(status)] = stats.http_errors.get(str(status), 0) + 1
-            return web.Response(status=status, body=_HTML_ERRORS[status], content_type="text/html")
-        if fault == "bad_body":
-            stats.bad_bodies += 1
-            return web.Response(body=_BAD_BODY, content_type="text/html")
 
         params = parse_params(request.query, raw, request.content_type)
         refusal = self.checker.check_system(params, self._clock())
@@ -229,12 +213,7 @@ class SimGateway:
         state = self.state
         state.stats.total_requests += 1
         raw = await request.read()
-        fault = state.draw_request_fault()
-        if state.faults.latency_ms or state.faults.latency_jitter_ms:
-            await asyncio.sleep(state.latency_seconds())
-        if fault == "hang" and await self._hang(state.faults.hang_seconds):
-            fault = "drop"
-        faulted = self._request_fault(request, fault)
+        faulted = await self._request_fault(request, state.draw_request_fault())
         if faulted is not None:
             return faulted
         stats = state.stats  # after the awaits: a reset meanwhile replaced it
@@ -255,21 +234,28 @@ class SimGateway:
         bodies = [orjson.dumps(self._answer_call({**public, **call}, simplify)) for call in calls]
         return web.Response(body=batch.join_responses(bodies, separator), content_type="text/plain")
 
-    def _request_fault(self, request: web.Request, fault: str | None) -> web.Response | None:
-        """The answer to a request hit by a transport-level fault (drop, 502/503, bad body), or None."""
-        stats = self.state.stats
+    async def _request_fault(self, request: web.Request, fault: str | None) -> web.Response | None:
+        """Apply the latency and the request's transport fault: the answer for a drop, a 502/503 or a bad body,
+        else None (after a hang, the request goes on)."""
+        state = self.state
+        faults = state.faults
+        if faults.latency_ms or faults.latency_jitter_ms:
+            await asyncio.sleep(state.latency_seconds())
         if fault == "hang":
-            stats.hung += 1
-        elif fault == "drop":
+            state.stats.hung += 1
+            if await self._hang(faults.hang_seconds):
+                fault = "drop"  # shutting down: the hung request ends without a response
+        stats = state.stats  # after the awaits: a reset meanwhile replaced it
+        if fault == "drop":
             stats.dropped += 1
             if request.transport is not None:
                 request.transport.close()
             return web.Response()
-        elif fault in ("http_502", "http_503"):
+        if fault in ("http_502", "http_503"):
             status = 502 if fault == "http_502" else 503
             stats.http_errors[str(status)] = stats.http_errors.get(str(status), 0) + 1
             return web.Response(status=status, body=_HTML_ERRORS[status], content_type="text/html")
-        elif fault == "bad_body":
+        if fault == "bad_body":
             stats.bad_bodies += 1
             return web.Response(body=_BAD_BODY, content_type="text/html")
         return None

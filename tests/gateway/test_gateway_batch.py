@@ -23,7 +23,7 @@ from bridge.gateway.simstate import Faults, Throttle
 from bridge.metrics import Metrics
 from bridge.models import MobileReceiverMessageEvent, Outcome, Verdict
 
-from .conftest import APP_KEY, APP_SECRET, SimFactory, gateway_settings, message
+from .conftest import APP_KEY, APP_SECRET, SimFactory, gateway_settings, message, serve
 
 D, R, J, S, T = Verdict.DELIVERED, Verdict.RETRYABLE, Verdict.REJECTED, Verdict.SYSTEMIC, Verdict.THROTTLED
 
@@ -293,14 +293,8 @@ async def test_too_few_responses_are_a_bad_body_for_all() -> None:
 
     app = web.Application()
     app.router.add_post("/router/batch", two_parts)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        outcomes = await send_batch(f"http://127.0.0.1:{runner.addresses[0][1]}/router/rest", [message()] * 3)
-    finally:
-        await runner.cleanup()
+    async with serve(app) as url:
+        outcomes = await send_batch(url, [message()] * 3)
     assert [(o.verdict, o.detail) for o in outcomes] == [(R, "bad_body: 2 responses for a batch of 3")] * 3
 
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import trustme
-from aiohttp import web
 
 from bridge.gateway.client import TopClient
 from bridge.gateway.http import HttpPool
@@ -27,7 +26,7 @@ from bridge.gateway.sim import SimGateway
 from bridge.gateway.simstate import Faults
 from bridge.models import Outcome, Verdict
 
-from .conftest import APP_KEY, APP_SECRET, SimFactory, gateway_settings, message
+from .conftest import APP_KEY, APP_SECRET, SimFactory, gateway_settings, message, serve
 
 SUCCESS = b'{"result":{"success":true},"request_id":"r1"}'
 
@@ -262,20 +261,19 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
+def server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    """A server TLS context with a certificate for `names`, signed by the throwaway CA."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(ctx)
+    return ctx
+
+
 @pytest.fixture
 async def tls_sim(ca: trustme.CA) -> AsyncIterator[tuple[SimGateway, int]]:
     """The simulated gateway behind HTTPS with a certificate for 127.0.0.1 and localhost from a throwaway CA."""
     sim = SimGateway(app_key=APP_KEY, app_secret=APP_SECRET)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-    runner = web.AppRunner(sim.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    try:
-        yield sim, runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    async with serve(sim.app, server_context(ca, "127.0.0.1", "localhost")) as url:
+        yield sim, int(url.split(":")[2].split("/")[0])
 
 
 @pytest.fixture
@@ -304,16 +302,8 @@ async def test_tls_refused_without_the_ca_is_systemic(tls_sim: tuple[SimGateway,
 async def test_tls_refused_for_another_host_name(ca: trustme.CA, ca_file: Path) -> None:
     """A certificate the CA signed, but for another name: refused too (host name verification is on)."""
     sim = SimGateway(app_key=APP_KEY, app_secret=APP_SECRET)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("gateway.example").configure_cert(ctx)
-    runner = web.AppRunner(sim.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-    await site.start()
-    try:
-        outcome = await send_to(f"https://127.0.0.1:{runner.addresses[0][1]}/router/rest", ssl_cafile=ca_file)
-    finally:
-        await runner.cleanup()
+    async with serve(sim.app, server_context(ca, "gateway.example")) as url:
+        outcome = await send_to(url, ssl_cafile=ca_file)
     assert outcome.verdict is Verdict.SYSTEMIC
     assert outcome.detail is not None and "not trusted" in outcome.detail
 
@@ -386,14 +376,7 @@ def test_pool_on_uvloop(ca: trustme.CA, ca_file: Path) -> None:
 
     async def scenario() -> dict[str, Any]:
         sim = SimGateway(app_key=APP_KEY, app_secret=APP_SECRET, faults=Faults(latency_ms=50))
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ca.issue_cert("127.0.0.1").configure_cert(ctx)
-        runner = web.AppRunner(sim.app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        url = f"https://127.0.0.1:{runner.addresses[0][1]}/router/rest"
-        try:
+        async with serve(sim.app, server_context(ca, "127.0.0.1")) as url:
             async with TopClient(gateway_settings(url, ssl_cafile=ca_file, max_connections=2)) as client:
                 sequential = [await client.send(message()) for _ in range(3)]
                 opened_after_sequential = client._transport.connections_opened  # type: ignore[union-attr]
@@ -408,8 +391,6 @@ def test_pool_on_uvloop(ca: trustme.CA, ca_file: Path) -> None:
             async with TopClient(gateway_settings(url, ssl_cafile=ca_file, timeout_seconds=0.2)) as client:
                 timed_out = await client.send(message())
             untrusted = await send_to(url)
-        finally:
-            await runner.cleanup()
         return {
             "sequential": [o.verdict for o in sequential],
             "opened": opened_after_sequential,
