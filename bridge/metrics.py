@@ -217,6 +217,13 @@ class Metrics:
             ["rule", "field"],
             registry=r,
         )
+        # --- gateway HTTP requests vs messages (batch calls, issue 11): one request may carry 1..50 messages
+        self.gateway_http_requests = Counter(
+            "bridge_gateway_http_requests_total",
+            "HTTP requests sent to the gateway, by endpoint (rest: one message, batch: several).",
+            ["endpoint"],
+            registry=r,
+        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -228,6 +235,7 @@ class Metrics:
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[str, Any] = {}
         self._missing_children: dict[tuple[str, str], Any] = {}
+        self._http_children: dict[str, Any] = {}
 
     def prime(self, rules: tuple[str, ...] | list[str]) -> None:
         """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
@@ -248,6 +256,8 @@ class Metrics:
         for result in ("ok", "failed"):
             self.commits.labels(result)
         self.retries.labels("throttled")
+        for endpoint in ("rest", "batch"):
+            self.gateway_http_requests.labels(endpoint)
         for result in ("ok", "failed"):
             self.rules_reloads.labels(result)
 
@@ -303,8 +313,19 @@ class Metrics:
             dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
         dur.observe(seconds)
 
+    def gateway_http_request(self, endpoint: str) -> None:
+        """One HTTP request to the gateway's `endpoint`: "rest" (one message) or "batch" (several).
+
+        The TopClient calls it for every request it sends (pass the Metrics as its `observer`), so requests
+        the client adds on its own (a 400/413 batch halved, a batch of one sent to /router/rest) count too.
+        """
+        child = self._http_children.get(endpoint)
+        if child is None:
+            child = self._http_children[endpoint] = self.gateway_http_requests.labels(endpoint)
+        child.inc()
+
     def gateway_batch(self, size: int) -> None:
-        """One batch request of `size` messages was sent."""
+        """The engine sent a batch of `size` messages (one `send_batch` call)."""
         self.gateway_batch_size.observe(size)
 
     def delivered_after(self, rule: str, seconds: float) -> None:

@@ -158,6 +158,15 @@ class KafkaSettings(_Model):
         return self
 
 
+class BatchSettings(_Model):
+    """TOP batch calls (`/router/batch`): several messages in one HTTP request, one result per message."""
+
+    max_messages: int = Field(default=1, ge=1, le=50)
+    """Messages per gateway request; 1 sends each message on its own (`/router/rest`), 2-50 use `/router/batch`."""
+    max_wait_ms: float = Field(default=10.0, ge=0, le=10_000)
+    """How long a batch that is not full may wait for more ready messages before it is sent."""
+
+
 class GatewaySettings(_Model):
     """The TOP gateway: where to send, the app's credentials, how to sign."""
 
@@ -178,15 +187,21 @@ class GatewaySettings(_Model):
     simplify: bool = False
     """Ask for the simplified (unwrapped) success envelope."""
     timeout_seconds: PositiveFloat = 5.0
-    """Per-call timeout; a timeout is retried."""
+    """Per-call timeout on the wire (connect, request, response; not the wait for a connection); retried."""
     max_connections: PositiveInt = 64
-    """Pooled HTTP connections to the gateway."""
+    """Pooled keep-alive HTTP connections to the gateway; calls beyond it wait for one (not timed)."""
+    ssl_cafile: Path | None = None
+    """CA bundle to verify the gateway's HTTPS certificate (default: the system CAs)."""
+    batch: BatchSettings = BatchSettings()
+    """Batch calls; the batch endpoint is `url` with its trailing `/router/rest` replaced by `/router/batch`."""
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError(f"expected an absolute http(s) URL, got {v!r}")
+        if "@" in v.split("/", 3)[2]:
+            raise ValueError("credentials in the URL are not supported")
         return v
 
     @model_validator(mode="after")
@@ -197,6 +212,12 @@ class GatewaySettings(_Model):
             object.__setattr__(self, "app_secret", _read_secret_file(self.app_secret_file, "app_secret"))
         if self.app_secret is None or not self.app_secret.get_secret_value():
             raise ValueError("app_secret is required (from the environment or app_secret_file)")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_endpoint(self) -> Self:
+        if self.batch.max_messages > 1 and not self.url.split("?", 1)[0].endswith("/router/rest"):
+            raise ValueError("batch.max_messages > 1 needs a url whose path ends with /router/rest")
         return self
 
     def secret(self) -> str:

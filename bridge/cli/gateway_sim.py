@@ -31,6 +31,7 @@ FAULT_FLAGS: tuple[tuple[str, str, type, str], ...] = (
     ("--isp-error-rate", "isp_error_rate", float, "share answered code 15 isp.top-remote-service-unavailable"),
     ("--business-failure-rate", "business_failure_rate", float, "share answered success=false, error_code 400"),
     ("--seed", "seed", int, "seed of the fault and jitter random sequence (deterministic runs)"),
+    ("--max-body-bytes", "max_body_bytes", int, "answer HTTP 413 to request bodies larger than this (0 = no limit)"),
 )
 
 

@@ -187,8 +187,8 @@ async def test_send_to_a_gateway_with_a_malformed_status_line_prints_no_secret(
         argv = ["-c", str(config), "--mobile", MOBILE, *(["--json"] if as_json else [])]
         assert await bridge_send(*argv) == 3  # retryable
     out = capsys.readouterr().out
-    assert "Invalid status" in out  # the cause is still there...
-    assert "session=********" in out  # ...with the credentials scrubbed from the URL it quotes
+    assert "Invalid status" in out  # the cause is there, naming the gateway by host:port only
+    assert "session=" not in out or "session=********" in out
     assert session not in out
     assert APP_SECRET not in out
     assert not re.search(r"sign=[0-9A-F]{16}", out)
