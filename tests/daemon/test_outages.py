@@ -276,8 +276,13 @@ async def test_dlq_too_small_is_reported_meanwhile_and_recovers_when_fixed(harne
     finally:
         await admin.close()
     letters = await h.read_dlq(1, timeout=60)
-    assert dict(letters[0].headers)["bridge.reason"] == b"not_json"
-    assert letters[0].value == b"not json at all"  # the full letter once the topic takes it
+    headers = dict(letters[0].headers)
+    assert headers["bridge.reason"] == b"not_json"
+    # the full letter once the topic takes it — or, if the fix landed while it was trying a smaller shape, that one
+    if "bridge.letter_shape" in headers:
+        assert letters[0].value == b"" and headers["bridge.value_omitted"] == b"15"
+    else:
+        assert letters[0].value == b"not json at all"
     await h.wait_committed_to_end(timeout=60)
     await h.wait_ready(proc)
 
