@@ -15,6 +15,7 @@ import signal
 import time
 
 from bridge.delivery import DeliveryEngine, Sender
+from bridge.flow.build import build_limiter
 from bridge.gateway.client import TopClient
 from bridge.kafka.dead_letter import DeadLetterSink
 from bridge.kafka.source import KafkaSource
@@ -37,11 +38,13 @@ class BridgeApp:
         self.metrics.prime(rules.ids)
         self.client = TopClient(settings.gateway)
         self.dlq = DeadLetterSink(settings.kafka, self.metrics)
+        self.limiter = build_limiter(settings, self.metrics)
         self.engine = DeliveryEngine(
             settings=settings.delivery,
             sender=self._sender(),
             dead_letters=self.dlq,
             metrics=self.metrics,
+            limiter=self.limiter,
             on_pause=self._on_pause,
         )
         self.pipeline = Pipeline(settings, rules, self.engine, self.metrics)
@@ -109,6 +112,7 @@ class BridgeApp:
         source_task: asyncio.Task[None] | None = None
         try:
             await self.dlq.start()
+            await self.limiter.start()
             await self.engine.start()
             await self.source.start()
             self._started = True
@@ -144,6 +148,7 @@ class BridgeApp:
             except (TimeoutError, asyncio.CancelledError):
                 source_task.cancel()
         clean = await self.engine.stop(timeout)
+        await self.limiter.stop()
         try:
             await self.source.close()
         except Exception:

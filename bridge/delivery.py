@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Protocol
 
 from bridge.flow.backoff import backoff_delay, probe_delay
-from bridge.flow.limiter import GcraLimiter
+from bridge.flow.limiter import GcraLimiter, Limiter
 from bridge.logs import mask_phone
 from bridge.metrics import Metrics
 from bridge.models import MobileReceiverMessageEvent, Outcome, Verdict
@@ -77,7 +77,7 @@ class DeliveryEngine:
         sender: Sender,
         dead_letters: DeadLetterPort,
         metrics: Metrics,
-        limiter: GcraLimiter | None = None,
+        limiter: Limiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         rand: Callable[[], float] = random.random,
@@ -88,7 +88,7 @@ class DeliveryEngine:
         self._dlq = dead_letters
         self._m = metrics
         rl = settings.rate_limit
-        self.limiter = limiter or GcraLimiter(rl.per_second, rl.burst, clock=clock)
+        self.limiter: Limiter = limiter or GcraLimiter(rl.per_second, rl.burst, clock=clock)
         self._clock = clock
         self._wall_ms = wall_ms
         self._rand = rand
