@@ -190,15 +190,22 @@ class RedisQuotaStore:
         """Leave the live members at once (a clean stop)."""
         await self._run("leave", member)
 
-    async def ban_notices(self) -> AsyncIterator[tuple[float, str]]:
-        """(ban seconds, member that started it) as published; QuotaStoreError when the link drops."""
-        pubsub = self._sub_client.pubsub(ignore_subscribe_messages=True)
+    async def ban_notices(self, on_subscribed: Callable[[], None]) -> AsyncIterator[tuple[float, str]]:
+        """(ban seconds, member that started it) as published; QuotaStoreError when the link drops.
+
+        `on_subscribed()` is called once the subscription is in place (a ban published later is seen).
+        """
+        pubsub = self._sub_client.pubsub()
         try:
             try:
                 await pubsub.subscribe(self.channel)
                 while True:
                     msg = await pubsub.get_message(timeout=1.0)
-                    if msg is not None and msg.get("type") == "message":
+                    if msg is None:
+                        continue
+                    if msg["type"] == "subscribe":  # the server's confirmation: from here on nothing is missed
+                        on_subscribed()
+                    elif msg["type"] == "message":
                         seconds, _, member = bytes(msg["data"]).decode().partition(" ")
                         yield float(seconds), member
             except (RedisError, OSError) as exc:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol
 
 from bridge.errors import QuotaStoreError
@@ -36,6 +36,7 @@ log = logging.getLogger("bridge.quota")
 MIN_TOKEN_TTL = 0.01  # leased tokens live at least this long past their slot (timer and scheduling slack)
 BEAT_SECONDS = 1.0  # heartbeat (live count, ban poll, reconnect attempt) interval
 MEMBER_TTL_SECONDS = 5.0  # an instance silent this long no longer counts as live
+SUBSCRIBE_WAIT_SECONDS = 1.0  # start() waits this long at most for the ban channel's subscription
 PUBLISH_SLACK = 0.05  # a ban that extends the one already shared by less than this is not published again
 
 
@@ -66,8 +67,8 @@ class QuotaStore(Protocol):
         """Leave the live instances."""
         ...
 
-    def ban_notices(self) -> AsyncIterator[tuple[float, str]]:
-        """(ban seconds, member that started it) as published."""
+    def ban_notices(self, on_subscribed: Callable[[], None]) -> AsyncIterator[tuple[float, str]]:
+        """(ban seconds, member that started it) as published; `on_subscribed()` once listening."""
         ...
 
 
@@ -110,6 +111,7 @@ class SharedQuota:
         self.instances = 0  # live instances last seen in Redis (0 = never seen)
         self.bans = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._subscribed = asyncio.Event()
         self._started = False
         self._stopped = False
 
@@ -129,6 +131,9 @@ class SharedQuota:
             await self._beat_once()
         self._spawn(self._beat_loop())
         self._spawn(self._listen_loop())
+        if not self.degraded:  # a ban published from now on reaches this instance at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscribed.wait(), SUBSCRIBE_WAIT_SECONDS)
 
     async def stop(self) -> None:
         """Stop heartbeats and the subscription, leave the live instances, close the connections (idempotent)."""
@@ -320,7 +325,7 @@ class SharedQuota:
     async def _listen_loop(self) -> None:
         while True:
             try:
-                async for seconds, member in self._store.ban_notices():
+                async for seconds, member in self._store.ban_notices(self._subscribed.set):
                     if member != self.member and self._learn_ban(seconds):
                         self._m.quota_remote_bans.inc()
                         log.warning(
