@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,9 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"
+
+
+_NO_GC_LAUNCHER = "import gc, sys; gc.disable(); from bridge.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def free_port() -> int:
@@ -211,11 +215,29 @@ class LocalStack:
         self.procs.append(proc)
         return proc
 
-    def start_sim(self, app_key: str, app_secret: str, extra: list[str] | None = None, timeout: float = 30.0) -> str:
-        """Start `bridge gateway-sim` on a free port; return its URL once it listens."""
+    def start_sim(
+        self,
+        app_key: str,
+        app_secret: str,
+        extra: list[str] | None = None,
+        timeout: float = 30.0,
+        *,
+        gc: bool = True,
+        nice: int = 0,
+    ) -> str:
+        """Start `bridge gateway-sim` on a free port; return its URL once it listens.
+
+        `gc=False` switches Python's cyclic collector off in it: the simulator keeps every accepted message, and
+        full collections of that growing heap stall it for tens of milliseconds — gaps and catch-up bursts in
+        the receive times that a rate measurement would blame on the bridge. `nice` (e.g. -10, needs root;
+        otherwise it runs at normal priority) lets it answer first on a busy machine, as a real gateway on
+        its own hosts would, so its receive times measure the bridges rather than the CPU queue.
+        """
         port = free_port()
+        launcher = ["-m", "bridge"] if gc else ["-c", _NO_GC_LAUNCHER]
+        priority = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
         argv = [
-            self.python, "-m", "bridge", "gateway-sim",
+            *priority, self.python, *launcher, "gateway-sim",
             "--listen", f"127.0.0.1:{port}", "--app-key", app_key, "--app-secret", app_secret,
             *(extra or []),
         ]  # fmt: skip

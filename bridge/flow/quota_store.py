@@ -131,7 +131,9 @@ class RedisQuotaStore:
             "username": username,
             "password": password,
             "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),  # we retry (and fall back) ourselves, never inside a call
+            # one immediate retry on a fresh connection: after Redis restarts, every pooled connection is stale
+            # and fails once; beyond that we fall back (degraded mode) rather than retry inside a call
+            "retry": Retry(NoBackoff(), 1),
             "client_name": "campus-bridge",
         }
         if url.startswith("rediss://") and ssl_cafile:

@@ -8,13 +8,15 @@
                       ▼                                  ▼                   ▼
                  sleep, then go                   sleep out the ban     degraded: local GCRA at
                                                                          per_second / instances
-Leased tokens are a slice of the shared schedule: they may be used from their slot on and expire after it
-(`lease / per_second`, at least 10 ms), so an instance never holds more than one lease and a dead one takes
-at most `lease` tokens with it. A gateway ban (`ban()`, a code 7) is written to Redis, which moves the schedule
-past it and publishes it; every instance honours it at once (pub/sub), on its next lease, or at its next
-heartbeat (a one-second poll), whichever comes first. Heartbeats also count the live instances, the divisor of
-the local share when Redis is unreachable; they keep trying Redis, and the first one that succeeds returns
-this instance to the shared budget.
+Leased tokens are a slice of the shared schedule: they may be used from their slot on and expire 20 ms
+after it, so an instance never holds more than one lease, a dead one takes at most `lease` tokens with it,
+and one that was held up (CPU, GC) leases again rather than sending late on top of everybody else's slots.
+
+A gateway ban (`ban()`, a code 7) is written to Redis, which moves the schedule past it and publishes it;
+every instance honours it at once (pub/sub), on its next lease, or at its next heartbeat (a one-second poll),
+whichever comes first. Heartbeats also count the live instances, the divisor of the local share when Redis is
+unreachable; they keep trying Redis, and the first one that succeeds returns this instance to the shared
+budget.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from bridge.metrics import Metrics
 
 log = logging.getLogger("bridge.quota")
 
-MIN_TOKEN_TTL = 0.01  # leased tokens live at least this long past their slot (timer and scheduling slack)
+# Leased tokens may be used this long after their slot, no later: an instance that was held up (CPU, GC) drops
+# them and leases again instead of sending a late crowd on top of everybody else's slots.
+TOKEN_GRACE_SECONDS = 0.02
 BEAT_SECONDS = 1.0  # heartbeat (live count, ban poll, reconnect attempt) interval
 MEMBER_TTL_SECONDS = 5.0  # an instance silent this long no longer counts as live
 SUBSCRIBE_WAIT_SECONDS = 1.0  # start() waits this long at most for the ban channel's subscription
@@ -237,7 +241,7 @@ class SharedQuota:
         self._m.quota_leased_tokens.inc(lease.granted)
         self._tokens = held + lease.granted
         self._usable_at = now + lease.wait
-        self._expires_at = self._usable_at + max(self._tokens / self.rate, MIN_TOKEN_TTL)
+        self._expires_at = self._usable_at + TOKEN_GRACE_SECONDS
 
     def _drop_tokens(self) -> None:
         if self._tokens:
