@@ -123,6 +123,10 @@ class KafkaSettings(_Model):
     """Longest gap between polls before the group evicts the member."""
     rebalance_drain_timeout_seconds: PositiveFloat = 10.0
     """On revoke, how long in-flight calls of those partitions may finish before commit."""
+    connect_timeout_seconds: PositiveFloat = 15.0
+    """Deadline of one attempt to reach the brokers; failed attempts are retried with capped backoff, forever."""
+    unreachable_after_seconds: PositiveFloat = 15.0
+    """Not ready (`/readyz` 503 "kafka unreachable") when no broker round trip succeeded for this long."""
     security: KafkaSecurity = KafkaSecurity()
     """TLS / SASL settings."""
 
@@ -199,6 +203,21 @@ class GatewaySettings(_Model):
         return self.app_secret.get_secret_value()
 
 
+class AdaptiveRate(_Model):
+    """How the rate recovers after a gateway ban (code 7): halve, then climb back step by step."""
+
+    enabled: bool = True
+    """Resume below the rate after a ban and climb back (off: resume at the configured rate and burst)."""
+    decrease: float = Field(default=0.5, gt=0, lt=1)
+    """Factor applied to the current rate on each ban."""
+    step_fraction: float = Field(default=0.1, gt=0, le=1)
+    """Share of the configured rate added back per ban-free interval."""
+    interval_seconds: PositiveFloat = 10.0
+    """Ban-free time between two steps up."""
+    min_per_second: PositiveFloat = 1.0
+    """The rate never drops below this."""
+
+
 class SharedQuotaSettings(_Model):
     """One gateway quota shared by every instance through Redis (GCRA in a Lua script, leases, shared bans)."""
 
@@ -247,6 +266,9 @@ class RateLimit(_Model):
     """Gateway calls per second (0 = unlimited): this process's, or all instances' together with `shared`."""
     burst: int = Field(default=20, ge=1)
     """Calls allowed at once above the steady rate."""
+    adaptive: AdaptiveRate = AdaptiveRate()
+    """Recovery after a ban: the burst is 1 and the rate climbs back from half (see the gauge
+    `bridge_rate_limit_effective_per_second`)."""
     shared: SharedQuotaSettings | None = None
     """Share `per_second` and gateway bans among all instances through Redis (null = a per-process limit)."""
 
@@ -279,6 +301,34 @@ class PauseSettings(_Model):
     """Largest delay between probes."""
 
 
+class CircuitSettings(_Model):
+    """The circuit breaker on the gateway as a whole: shared transport failures pause delivery, not the DLQ."""
+
+    enabled: bool = True
+    """Pause (and probe) when the gateway is unreachable instead of retrying every message to exhaustion."""
+    window_seconds: PositiveFloat = 30.0
+    """Sliding window the failure ratio is computed over."""
+    min_calls: PositiveInt = 20
+    """Calls needed in the window before the ratio may open the circuit."""
+    failure_ratio: float = Field(default=0.8, gt=0, le=1)
+    """Share of transport failures (connection, DNS, TLS, timeout, HTTP 5xx, bad body) that opens it."""
+    consecutive_failures: PositiveInt = 5
+    """Transport failures in a row (nothing answered in between) that open it, whatever the volume."""
+    initial_probe_interval_seconds: PositiveFloat = 1.0
+    """First wait before probing the gateway with one message while open."""
+    max_probe_interval_seconds: PositiveFloat = 60.0
+    """Probe interval cap (it doubles after each failed probe)."""
+    resume_in_flight: PositiveInt = 4
+    """After the circuit closes (or a systemic pause ends), calls in flight start here and double per round
+    trip up to `max_in_flight`: delivery resumes from a small burst."""
+
+    @model_validator(mode="after")
+    def _probe_order(self) -> Self:
+        if self.max_probe_interval_seconds < self.initial_probe_interval_seconds:
+            raise ValueError("max_probe_interval_seconds must be >= initial_probe_interval_seconds")
+        return self
+
+
 class DeliverySettings(_Model):
     """Concurrency, ordering, rate limit, retries and shutdown of delivery."""
 
@@ -292,6 +342,8 @@ class DeliverySettings(_Model):
     """Retries of transient failures."""
     pause: PauseSettings = PauseSettings()
     """Probing while paused."""
+    circuit: CircuitSettings = CircuitSettings()
+    """Circuit breaker: pause on a gateway outage; time while open counts against no retry budget."""
     skip_older_than_seconds: float | None = Field(default=86400.0, ge=0)
     """Events older than this (Kafka timestamp) are skipped and counted; null = never."""
     shutdown_timeout_seconds: PositiveFloat = 30.0
@@ -309,6 +361,10 @@ class RulesSettings(_Model):
     """`deterministic`: UUIDv5 of record and rule (redeliveries de-duplicate); `random`: UUIDv4."""
     mobile_receiver_pattern: str = r"^\+?[0-9]{5,20}$"
     """A rendered `mobile_receiver` must match this."""
+    watch: bool = False
+    """Reload the rules when the config file or a rule file changes (mtime polling); SIGHUP always reloads."""
+    watch_interval_seconds: PositiveFloat = 5.0
+    """How often `watch` looks at the files."""
 
     @model_validator(mode="before")
     @classmethod
@@ -425,10 +481,11 @@ def parse_settings(
             [
                 ConfigIssue(
                     file,
-                    dotted(exc.path),
-                    f"environment variable {exc.name} is not set (use ${{{exc.name}:-default}} for a default)",
-                    locator.line(exc.path),
+                    dotted(path),
+                    f"environment variable {name} is {'empty' if name in env else 'not set'}",
+                    locator.line(path),
                 )
+                for name, path in exc.missing
             ]
         ) from None
     source = Path(file) if file != "<config>" else None
