@@ -14,6 +14,7 @@ Scenarios (docs/benchmarks.md explains each):
   memory                        5. 1M-event backlog, 100 ms gateway latency, RSS over 90 s
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off
+  shared_quota                  8. three bridges sharing 300/s through Redis for 60 s
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
 Exit status: 0 when every scenario ran (whatever the figures), 1 if one failed to run, 2 on bad arguments;
@@ -38,6 +39,7 @@ from bench.memory import scenario_memory
 from bench.metrics_overhead import scenario_metrics_overhead
 from bench.micro import scenario_gateway_sim, scenario_mapping
 from bench.rate import scenario_rate
+from bench.shared_quota import scenario_shared_quota
 from bench.throughput import scenario_scale_out, scenario_throughput
 
 Scenario = Callable[[bool, int, dict[str, Any]], ScenarioResult]
@@ -52,6 +54,7 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": scenario_memory,
     "drain": scenario_drain,
     "metrics_overhead": scenario_metrics_overhead,
+    "shared_quota": scenario_shared_quota,
     "profile": scenario_profile,
 }
 NEEDS_BROKER = frozenset(SCENARIOS) - {"mapping", "gateway_sim"}
