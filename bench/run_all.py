@@ -15,6 +15,7 @@ Scenarios (docs/benchmarks.md explains each):
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off
   shared_quota                  8. three bridges sharing 300/s through Redis for 60 s
+  failover                      9. kill -9 and restart: seconds until partitions are held again (static vs dynamic)
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
 Exit status: 0 when every scenario ran (whatever the figures), 1 if one failed to run, 2 on bad arguments;
@@ -33,6 +34,7 @@ from typing import Any
 
 from bench.common import RESULTS_DIR, Row, ScenarioResult, broker, log, machine, save_json, system_cpu
 from bench.drain import scenario_drain
+from bench.failover import scenario_failover
 from bench.hotspots import py_spy, scenario_profile
 from bench.latency import scenario_latency
 from bench.memory import scenario_memory
@@ -55,6 +57,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": scenario_drain,
     "metrics_overhead": scenario_metrics_overhead,
     "shared_quota": scenario_shared_quota,
+    "failover": scenario_failover,
     "profile": scenario_profile,
 }
 NEEDS_BROKER = frozenset(SCENARIOS) - {"mapping", "gateway_sim"}
