@@ -149,25 +149,39 @@ def test_secrets_come_from_secret_references_only(helm: str) -> None:
         assert set(ref) == {"secretName", "key"}, "values hold Secret names, never secret values"
 
 
-def materialise(manifests: list[dict[str, Any]], root: Path) -> Path:
-    """Lay out the projected config volume as the pod sees it; the path `bridge run -c` is given."""
+def mounted_config_maps(manifests: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """{mount path: {file name: text}} of the ConfigMap volumes of the bridge container."""
     pod = workload(manifests)["spec"]["template"]["spec"]
-    c = container(manifests)
-    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == CONFIG_DIR]
-    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    volumes = {v["name"]: v for v in pod["volumes"]}
     maps = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
-    for source in volume["projected"]["sources"]:
-        data = maps[source["configMap"]["name"]]
-        for item in source["configMap"]["items"]:
-            target = root / item["path"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(data[item["key"]])
-    args = c["args"]
+    out: dict[str, dict[str, str]] = {}
+    for mount in container(manifests)["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            assert "subPath" not in mount and "items" not in volume["configMap"], "updates must reach the files"
+            assert mount["readOnly"] is True
+            out[mount["mountPath"]] = maps[volume["configMap"]["name"]]
+    return out
+
+
+def materialise(manifests: list[dict[str, Any]], root: Path) -> Path:
+    """Lay out the ConfigMap volumes under `root` as the pod sees them under /etc/campus-bridge; the config
+    file `bridge run -c` is given, at its place under `root`."""
+    for mount_path, files in mounted_config_maps(manifests).items():
+        assert Path(mount_path).is_relative_to(CONFIG_DIR)
+        folder = root / Path(mount_path).relative_to(CONFIG_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    return config_file(manifests, root)
+
+
+def config_file(manifests: list[dict[str, Any]], root: Path) -> Path:
+    """Where under `root` the file `bridge run -c` is given lies (root standing for /etc/campus-bridge)."""
+    args = container(manifests)["args"]
     assert args[:2] == ["run", "-c"]
-    config = Path(args[2])
-    assert config.parent == Path(CONFIG_DIR)
-    assert next(e["value"] for e in c["env"] if e["name"] == "BRIDGE_CONFIG") == args[2]
-    return root / config.relative_to(CONFIG_DIR)
+    assert next(e["value"] for e in container(manifests)["env"] if e["name"] == "BRIDGE_CONFIG") == args[2]
+    return root / Path(args[2]).relative_to(CONFIG_DIR)
 
 
 def pod_environment(manifests: list[dict[str, Any]]) -> dict[str, str]:
@@ -194,9 +208,9 @@ def test_the_mounted_config_and_rules_are_what_bridge_run_reads_and_they_validat
     manifests = render(helm, *args)
     config = materialise(manifests, tmp_path / "etc")
     assert config.name == "bridge.yaml"
-    rules = sorted(p.name for p in (config.parent / "rules").glob("*.yaml"))
-    assert rules, "rule files mounted next to the config, where rule_files finds them"
-    assert bridge_config(manifests)["rules"]["rule_files"] == ["rules/*.yaml"]
+    [pattern] = bridge_config(manifests)["rules"]["rule_files"]
+    rules = sorted(p.name for p in config.parent.glob(pattern))
+    assert rules == sorted(mounted_config_maps(manifests)[f"{CONFIG_DIR}/rules"]), "rule_files finds the rules"
     r = subprocess.run(
         [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
         capture_output=True,
@@ -313,3 +327,120 @@ def test_hpa_alternative_scales_on_cpu_within_the_partition_count(helm: str) -> 
 def test_chart_app_version_is_the_bridge_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["appVersion"] == bridge.__version__
+
+
+NOTE_RULES = """\
+rules:
+  - id: note
+    when: "event.kind == 'note'"
+    message:
+      event_type: mobile_receiver
+      mobile_receiver: "{{ event.to }}"
+"""
+
+
+def kubelet_volume(files: dict[str, str], folder: Path, version: str) -> None:
+    """Write (or swap in) a ConfigMap volume as the kubelet does: a timestamped dir, `..data` pointing at it,
+    one symlink per file through `..data`; a new version is switched in by one atomic rename."""
+    target = folder / f"..{version}"
+    target.mkdir(parents=True)
+    for name, text in files.items():
+        (target / name).write_text(text)
+    tmp_link = folder / "..data_tmp"
+    tmp_link.symlink_to(target.name)
+    tmp_link.replace(folder / "..data")
+    for link in folder.iterdir():
+        if not link.name.startswith("..") and not (folder / "..data" / link.name).exists():
+            link.unlink()  # a file removed from the ConfigMap
+    for name in files:
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(Path("..data") / name)
+
+
+async def test_rules_in_the_configmap_volume_reload_when_the_kubelet_swaps_them(
+    helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from prometheus_client import CollectorRegistry
+
+    from bridge.metrics import Metrics
+    from bridge.reload import RuleReloader
+    from bridge.rules import load_rules
+    from bridge.settings import load_settings
+
+    site = ["--set", "kafka.bootstrapServers=kafka:9092", "--set", "gateway.appKey=k"]
+    site += ["--set", "gateway.appSecret.secretName=top"]
+    first = render(helm, *site)
+    changed = render(helm, *site, "--set-string", f"rules.notes\\.yaml={NOTE_RULES}")
+    assert workload(first)["spec"]["template"] == workload(changed)["spec"]["template"], "no restart for rules"
+    for name, value in pod_environment(first).items():
+        monkeypatch.setenv(name, value)
+    volumes = mounted_config_maps(first)
+    for mount_path, files in volumes.items():
+        kubelet_volume(files, tmp_path / "etc" / Path(mount_path).relative_to(CONFIG_DIR), "2026_11_30_01")
+    settings = load_settings(config_file(first, tmp_path / "etc"))
+    applied: list[Any] = []
+    reloader = RuleReloader(settings, load_rules(settings), applied.append, Metrics(CollectorRegistry()))
+    assert "note" not in reloader.rules.ids
+    stop = asyncio.Event()
+    task = asyncio.create_task(reloader.watch(0.05, stop))
+    await asyncio.sleep(0.2)  # the watcher has taken its first look at the files
+    rules_mount = f"{CONFIG_DIR}/rules"
+    kubelet_volume(mounted_config_maps(changed)[rules_mount], tmp_path / "etc" / "rules", "2026_11_30_02")
+    async with asyncio.timeout(10):
+        while not applied:
+            await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    assert list(reloader.rules.ids) == ["note"]
+
+
+def test_the_kubernetes_page_commands_render_validate_and_create_the_secrets_they_reference(
+    helm: str, tmp_path: Path
+) -> None:
+    """docs/kubernetes.md: no cluster here, so `helm upgrade --install` is rendered with `helm template` (same
+    chart, same flags) and its config validated; `helm lint` / `helm template` run as written; the Secrets the
+    `kubectl create secret` lines create are exactly the ones the helm command references."""
+    import shlex
+
+    from test_docs import page_commands
+
+    commands = page_commands(REPO / "docs" / "kubernetes.md")
+    created: set[tuple[str, str]] = set()
+    referenced: set[tuple[str, str]] = set()
+    installs = 0
+    for command in commands:
+        words = shlex.split(command)
+        if words[:4] == ["kubectl", "create", "secret", "generic"]:
+            key = next(w for w in words if w.startswith("--from-literal=")).split("=", 2)[1]
+            created.add((words[4], key))
+            continue
+        assert words[0] == "helm", command
+        if words[1:3] == ["upgrade", "--install"]:
+            installs += 1
+            words = ["template", *words[3:]]
+            sets = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
+            values = yaml.safe_load((CHART / "values.yaml").read_text())
+            for section, field in (("gateway", "appSecret"), ("sharedQuota", "password"), ("kafka", "saslPassword")):
+                prefix = f"{section}.{field}"
+                if f"{prefix}.secretName" in sets:
+                    default_key = values[section][field]["key"]
+                    referenced.add((sets[f"{prefix}.secretName"], sets.get(f"{prefix}.key", default_key)))
+            r = run_helm(helm, *words)
+            assert r.returncode == 0, f"{command}\n{r.stderr}"
+            manifests = [d for d in yaml.safe_load_all(r.stdout) if d]
+            config = materialise(manifests, tmp_path / f"install-{installs}")
+            v = subprocess.run(
+                [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**{k: x for k, x in os.environ.items() if k != "BRIDGE_CONFIG"}, **pod_environment(manifests)},
+            )
+            assert v.returncode == 0, v.stdout + v.stderr
+        else:
+            r = run_helm(helm, *words[1:])
+            assert r.returncode == 0, f"{command}\n{r.stderr}"
+    assert installs >= 1
+    assert created == referenced

@@ -268,3 +268,14 @@ def test_shared_quota_url_is_checked_and_never_echoed(tmp_path: Path, url: str, 
         load_settings(write(tmp_path, text), env={})
     assert "hunter2" not in str(ei.value)
     assert "delivery.rate_limit.shared.redis_url" in str(ei.value)
+
+
+def test_the_shared_quota_example_in_the_operating_docs_is_a_valid_config() -> None:
+    page = (REPO / "docs" / "operating.md").read_text()
+    section = page.split("## Sharing one quota", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    data = parse_yaml(MINIMAL + example)[0]
+    s = parse_settings(data, env={"REDIS_PASSWORD": "pw"})
+    shared = s.delivery.rate_limit.shared
+    assert shared is not None and shared.redis_url.startswith("redis://")
+    assert s.delivery.rate_limit.per_second == 300
