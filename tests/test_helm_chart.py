@@ -197,6 +197,17 @@ def pod_environment(manifests: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+def bridge_validate(config: Path, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`bridge validate -c config` with the pod's environment (and no BRIDGE_CONFIG of this shell)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**{k: v for k, v in os.environ.items() if k != "BRIDGE_CONFIG"}, **environment},
+    )
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_the_mounted_config_and_rules_are_what_bridge_run_reads_and_they_validate(
     helm: str, variant: str, tmp_path: Path
@@ -211,13 +222,7 @@ def test_the_mounted_config_and_rules_are_what_bridge_run_reads_and_they_validat
     [pattern] = bridge_config(manifests)["rules"]["rule_files"]
     rules = sorted(p.name for p in config.parent.glob(pattern))
     assert rules == sorted(mounted_config_maps(manifests)[f"{CONFIG_DIR}/rules"]), "rule_files finds the rules"
-    r = subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**{k: v for k, v in os.environ.items() if k != "BRIDGE_CONFIG"}, **pod_environment(manifests)},
-    )
+    r = bridge_validate(config, pod_environment(manifests))
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -225,13 +230,7 @@ def test_the_default_values_leave_the_site_settings_to_the_operator(helm: str, t
     manifests = render(helm)
     config = materialise(manifests, tmp_path / "etc")
     environment = {k: v for k, v in pod_environment(manifests).items() if v}  # empty values: unset
-    r = subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**{k: v for k, v in os.environ.items() if k != "BRIDGE_CONFIG"}, **environment},
-    )
+    r = bridge_validate(config, environment)
     assert r.returncode == 2
     assert "KAFKA_BOOTSTRAP_SERVERS" in r.stdout + r.stderr
 
@@ -431,13 +430,7 @@ def test_the_kubernetes_page_commands_render_validate_and_create_the_secrets_the
             assert r.returncode == 0, f"{command}\n{r.stderr}"
             manifests = [d for d in yaml.safe_load_all(r.stdout) if d]
             config = materialise(manifests, tmp_path / f"install-{installs}")
-            v = subprocess.run(
-                [sys.executable, "-m", "bridge", "validate", "-c", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env={**{k: x for k, x in os.environ.items() if k != "BRIDGE_CONFIG"}, **pod_environment(manifests)},
-            )
+            v = bridge_validate(config, pod_environment(manifests))
             assert v.returncode == 0, v.stdout + v.stderr
         else:
             r = run_helm(helm, *words[1:])
