@@ -16,6 +16,7 @@ Scenarios (docs/benchmarks.md explains each):
   metrics_overhead              7. (1) with metrics on vs off
   shared_quota                  8. three bridges sharing 300/s through Redis for 60 s
   failover                      9. kill -9 and restart: seconds until partitions are held again (static vs dynamic)
+  outage                        a 120 s gateway outage under a 100/s stream, circuit on vs off
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
 Exit status: 0 when every scenario ran (whatever the figures), 1 if one failed to run, 2 on bad arguments;
@@ -40,6 +41,7 @@ from bench.latency import scenario_latency
 from bench.memory import scenario_memory
 from bench.metrics_overhead import scenario_metrics_overhead
 from bench.micro import scenario_gateway_sim, scenario_mapping
+from bench.outage import scenario_outage
 from bench.rate import scenario_rate
 from bench.shared_quota import scenario_shared_quota
 from bench.throughput import scenario_scale_out, scenario_throughput
@@ -58,6 +60,7 @@ SCENARIOS: dict[str, Scenario] = {
     "metrics_overhead": scenario_metrics_overhead,
     "shared_quota": scenario_shared_quota,
     "failover": scenario_failover,
+    "outage": scenario_outage,
     "profile": scenario_profile,
 }
 NEEDS_BROKER = frozenset(SCENARIOS) - {"mapping", "gateway_sim"}

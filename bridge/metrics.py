@@ -248,6 +248,14 @@ class Metrics:
             "Gateway bans started by another instance and honoured here.",
             registry=r,
         )
+        # Rule authoring aids: templates whose path resolved to missing (typos in optional fields show up here).
+        self.template_missing_total = Counter(
+            "bridge_template_missing_total",
+            "Events mapped with a field whose whole-{{ expr }} template resolved to missing (absent key), by rule"
+            " and field (json_data keys as json_data.KEY).",
+            ["rule", "field"],
+            registry=r,
+        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -259,6 +267,7 @@ class Metrics:
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[str, Any] = {}
         self._quota_children: dict[str, Any] = {}
+        self._missing_children: dict[tuple[str, str], Any] = {}
 
     def prime(self, rules: tuple[str, ...] | list[str]) -> None:
         """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
@@ -310,6 +319,14 @@ class Metrics:
         child = self._match_children.get(rule)
         if child is None:
             child = self._match_children[rule] = self.rule_matches.labels(rule)
+        child.inc()
+
+    def template_missing(self, rule: str, field: str) -> None:
+        """An event was mapped by `rule` with `field`'s template resolved to missing (`MapResult.missing`)."""
+        key = (rule, field)
+        child = self._missing_children.get(key)
+        if child is None:
+            child = self._missing_children[key] = self.template_missing_total.labels(rule, field)
         child.inc()
 
     def message_final(self, rule: str, outcome: str) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from bridge.errors import ConfigError, ConfigIssue
+from bridge.redact import Redactor, redact, register, settings_secrets
 from bridge.yamlsrc import Locator, MissingEnvError, YamlLoadError, dotted, expand_env, load_yaml
 
 DEFAULT_CONFIG = "config/bridge.yaml"
@@ -436,15 +438,39 @@ class Settings(_Model):
         return self.source_path.parent if self.source_path is not None else Path.cwd()
 
 
+def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Key paths of every secret field (typed SecretStr) of `model` and of the sections inside it."""
+    found: set[tuple[str, ...]] = set()
+    for name, info in model.model_fields.items():
+        args = get_args(info.annotation) or (info.annotation,)
+        if SecretStr in args:
+            found.add((*prefix, name))
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found |= _secret_paths(arg, (*prefix, name))
+    return found
+
+
+# Key paths of the secret fields: their inputs are never echoed in errors, their values scrubbed from output.
+SECRET_PATHS = frozenset(_secret_paths(Settings))
+
+
 def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
     """-c/--config wins, then $BRIDGE_CONFIG, then config/bridge.yaml."""
     env = os.environ if env is None else env
     return Path(explicit or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
-def _may_hold_secret(path: str) -> bool:
-    """A key whose rejected value must not be echoed in an error (a secret, or a URL that may carry one)."""
-    return any(word in path for word in ("secret", "password", "redis_url"))
+def _secret_inputs(data: Any) -> list[str]:
+    """The values given for secret fields in raw config data, whatever their type (to scrub from errors)."""
+    found = []
+    for path in SECRET_PATHS:
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, dict | list):
+            found.append(str(value))
+    return found
 
 
 def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -> list[ConfigIssue]:
@@ -460,7 +486,9 @@ def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -
             msg = msg.removeprefix("Value error, ")
         if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
             given = err["input"]
-            if not isinstance(given, dict | list) and len(repr(given)) < 60 and not _may_hold_secret(dotted(loc)):
+            # a secret, or a URL that may carry one
+            secret = any(loc[: len(path)] == path for path in SECRET_PATHS) or loc[-1:] == ("redis_url",)
+            if not isinstance(given, dict | list) and len(repr(given)) < 60 and not secret and f"{given!r}" not in msg:
                 msg = f"{msg} (got {given!r})"
         issues.append(ConfigIssue(file, dotted(loc), msg, locator.line(loc)))
     return issues
@@ -492,7 +520,9 @@ def parse_settings(
     try:
         return Settings.model_validate({**expanded, "source_path": source})
     except ValidationError as exc:
-        raise ConfigError(_issues_from_validation(file, exc, locator)) from None
+        scrub = Redactor(_secret_inputs(expanded))
+        issues = _issues_from_validation(file, exc, locator)
+        raise ConfigError([replace(i, message=redact(scrub(i.message))) for i in issues]) from None
 
 
 def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
@@ -504,7 +534,9 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
         raise ConfigError([ConfigIssue(str(path), "", exc.message, exc.line)]) from None
     if isinstance(data, dict) and "source_path" in data:
         raise ConfigError([ConfigIssue(str(path), "source_path", "unknown key", locator.line(("source_path",)))])
-    return parse_settings(data, file=str(path), locator=locator, env=env)
+    settings = parse_settings(data, file=str(path), locator=locator, env=env)
+    register(*settings_secrets(settings))  # every output boundary scrubs them from now on (bridge.redact)
+    return settings
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

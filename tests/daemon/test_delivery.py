@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 
 import orjson
-from harness import Harness, note, wait_until
+from harness import NOTE_RULE, Harness, note, wait_until
 
 from bridge.gateway.simstate import Faults
 
@@ -246,3 +246,22 @@ async def test_stale_events_are_skipped_and_counted_not_sent(harness: Harness) -
     assert not (got.keys() & {e["id"] for e in stale})
     m = await h.metrics(proc)
     assert m['bridge_messages_total{outcome="skipped_stale",rule="note"}'] == 5
+
+
+async def test_a_template_path_that_resolves_to_missing_is_counted_and_the_message_still_goes(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.start_sim()
+    rule = {**NOTE_RULE, "message": {**NOTE_RULE["message"], "company_id": "{{ event.tenant.company_id }}"}}
+    proc = await h.start_bridge(h.config(rules={"inline": [rule]}))
+    await h.produce([note(1), note(2, tenant={"company_id": "c-9"})], partition=0)
+    got = await h.wait_accepted({"n1", "n2"})
+    assert h.sim is not None
+    companies = {
+        orjson.loads(r.message["json_data"])["id"]: r.message.get("company_id") for r in h.sim.state.messages.values()
+    }
+    assert companies == {"n1": None, "n2": "c-9"}
+    assert set(got) == {"n1", "n2"}
+    m = await h.metrics(proc)
+    assert m['bridge_template_missing_total{field="company_id",rule="note"}'] == 1
