@@ -422,9 +422,13 @@ class World:
         metrics: bool = True,
         shutdown_timeout: float = 10,
         kafka: dict[str, Any] | None = None,
+        shared: dict[str, Any] | None = None,
         delivery: dict[str, Any] | None = None,
     ) -> Path:
-        """A bridge config for this world: the bench rule, unlimited rate unless `rate`, WARNING logs."""
+        """A bridge config for this world: the bench rule, unlimited rate unless `rate`, WARNING logs.
+
+        `shared` is `delivery.rate_limit.shared` (the quota shared through Redis), off by default.
+        """
         data: dict[str, Any] = {
             "kafka": {
                 "bootstrap_servers": self.bootstrap,
@@ -447,7 +451,7 @@ class World:
             "delivery": {
                 "max_in_flight": max_in_flight,
                 "ordering": "recipient",
-                "rate_limit": {"per_second": rate, "burst": burst},
+                "rate_limit": {"per_second": rate, "burst": burst, **({"shared": shared} if shared else {})},
                 "retry": {"max_attempts": 12, "initial_backoff_seconds": 0.1, "max_backoff_seconds": 2},
                 "shutdown_timeout_seconds": shutdown_timeout,
                 **(delivery or {}),

@@ -14,6 +14,8 @@ Scenarios (docs/benchmarks.md explains each):
   memory                        5. 1M-event backlog, 100 ms gateway latency, RSS over 90 s
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off
+  shared_quota                  8. three bridges sharing 300/s through Redis for 60 s
+  failover                      9. kill -9 and restart: seconds until partitions are held again (static vs dynamic)
   outage                        a 120 s gateway outage under a 100/s stream, circuit on vs off
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
@@ -33,6 +35,7 @@ from typing import Any
 
 from bench.common import RESULTS_DIR, Row, ScenarioResult, broker, log, machine, save_json, system_cpu
 from bench.drain import scenario_drain
+from bench.failover import scenario_failover
 from bench.hotspots import py_spy, scenario_profile
 from bench.latency import scenario_latency
 from bench.memory import scenario_memory
@@ -40,6 +43,7 @@ from bench.metrics_overhead import scenario_metrics_overhead
 from bench.micro import scenario_gateway_sim, scenario_mapping
 from bench.outage import scenario_outage
 from bench.rate import scenario_rate
+from bench.shared_quota import scenario_shared_quota
 from bench.throughput import scenario_scale_out, scenario_throughput
 
 Scenario = Callable[[bool, int, dict[str, Any]], ScenarioResult]
@@ -54,6 +58,8 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": scenario_memory,
     "drain": scenario_drain,
     "metrics_overhead": scenario_metrics_overhead,
+    "shared_quota": scenario_shared_quota,
+    "failover": scenario_failover,
     "outage": scenario_outage,
     "profile": scenario_profile,
 }

@@ -24,6 +24,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bridge.delivery import DeliveryEngine, Sender
+from bridge.flow.build import build_limiter
 from bridge.gateway.client import TopClient
 from bridge.kafka.dead_letter import DeadLetterSink
 from bridge.kafka.source import KafkaSource
@@ -46,11 +47,13 @@ class BridgeApp:
         self.metrics.prime(rules.ids)
         self.client = TopClient(settings.gateway, observer=self.metrics)
         self.dlq = DeadLetterSink(settings.kafka, self.metrics)
+        self.limiter = build_limiter(settings, self.metrics)
         self.engine = DeliveryEngine(
             settings=settings.delivery,
             sender=self._sender(),
             dead_letters=self.dlq,
             metrics=self.metrics,
+            limiter=self.limiter,
             batch_max=settings.gateway.batch.max_messages,
             batch_wait_seconds=settings.gateway.batch.max_wait_ms / 1000,
             on_pause=self._on_pause,
@@ -153,6 +156,7 @@ class BridgeApp:
         if self.settings.metrics.enabled:
             await self.status.start()
         await self.client.start()
+        await self.limiter.start()
         await self.engine.start()
         s = self.settings
         log.info(
@@ -196,6 +200,7 @@ class BridgeApp:
             except (TimeoutError, asyncio.CancelledError):
                 source_task.cancel()
         clean = await self.engine.stop(timeout)
+        await self.limiter.stop()
         try:
             await self.source.close()
         except Exception:

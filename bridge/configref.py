@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ def _type_name(annotation: Any) -> str:
         return _type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in args if a is not type(None)]
         return " \\| ".join(names) + (" \\| null" if type(None) in args else "")
     if origin is list:
@@ -69,6 +70,16 @@ def _one_line(description: str | None) -> str:
     return " ".join((description or "").split())
 
 
+def _optional_section(annotation: Any) -> type[BaseModel] | None:
+    """The model of a `Model | None` annotation, else None."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
 def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     nested: list[tuple[str, type[BaseModel]]] = []
@@ -80,6 +91,11 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             rows.append((key, "section", _default(field), _one_line(field.description)))
             nested.append((key, ann))
+            continue
+        optional = _optional_section(ann)
+        if optional is not None:  # an optional section: off (null) unless given
+            rows.append((key, "section \\| null", _default(field), _one_line(field.description)))
+            nested.append((key, optional))
             continue
         rows.append((key, _type_name(ann), _default(field), _one_line(field.description)))
     for key, sub in nested:

@@ -1,7 +1,8 @@
 """Local stack for the demo, the benchmarks and the integration tests: broker, simulated gateway, bridges.
 
-Starts real processes (the project's `scripts/kafka-local` broker, `bridge gateway-sim`, `bridge run`), knows
-their addresses, and stops everything it started — in reverse order, also on errors — with `close()`.
+Starts real processes (the project's `scripts/kafka-local` broker, `redis-server`, `bridge gateway-sim`,
+`bridge run`), knows their addresses, and stops everything it started — in reverse order, also on errors —
+with `close()`.
 Nothing here is used by the daemon itself.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +24,9 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"
+
+
+_NO_GC_LAUNCHER = "import gc, sys; gc.disable(); from bridge.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def free_port() -> int:
@@ -126,6 +131,18 @@ class BridgeProc(Proc):
         return http_get(f"{self.metrics_url}/readyz")
 
 
+@dataclass
+class RedisProc(Proc):
+    """A throw-away `redis-server` (no persistence) on a loopback port."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:<port>/0`."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
 class LocalStack:
     """Owns every process it starts; `close()` stops them all (also registered as a context manager)."""
 
@@ -198,11 +215,29 @@ class LocalStack:
         self.procs.append(proc)
         return proc
 
-    def start_sim(self, app_key: str, app_secret: str, extra: list[str] | None = None, timeout: float = 30.0) -> str:
-        """Start `bridge gateway-sim` on a free port; return its URL once it listens."""
+    def start_sim(
+        self,
+        app_key: str,
+        app_secret: str,
+        extra: list[str] | None = None,
+        timeout: float = 30.0,
+        *,
+        gc: bool = True,
+        nice: int = 0,
+    ) -> str:
+        """Start `bridge gateway-sim` on a free port; return its URL once it listens.
+
+        `gc=False` switches Python's cyclic collector off in it: the simulator keeps every accepted message, and
+        full collections of that growing heap stall it for tens of milliseconds — gaps and catch-up bursts in
+        the receive times that a rate measurement would blame on the bridge. `nice` (e.g. -10, needs root;
+        otherwise it runs at normal priority) lets it answer first on a busy machine, as a real gateway on
+        its own hosts would, so its receive times measure the bridges rather than the CPU queue.
+        """
         port = free_port()
+        launcher = ["-m", "bridge"] if gc else ["-c", _NO_GC_LAUNCHER]
+        priority = ["nice", "-n", str(nice)] if nice and shutil.which("nice") else []
         argv = [
-            self.python, "-m", "bridge", "gateway-sim",
+            *priority, self.python, *launcher, "gateway-sim",
             "--listen", f"127.0.0.1:{port}", "--app-key", app_key, "--app-secret", app_secret,
             *(extra or []),
         ]  # fmt: skip
@@ -217,6 +252,41 @@ class LocalStack:
                 return url
             time.sleep(0.05)
         raise RuntimeError(f"gateway-sim did not start within {timeout}s:\n{proc.log_tail()}")
+
+    def start_redis(self, *, port: int | None = None, name: str = "redis", timeout: float = 15.0) -> RedisProc:
+        """Start `redis-server` on `port` (default: a free one) in its own folder, without persistence.
+
+        Pass the port of a killed one to bring "the same" Redis back (empty, as after a crash without
+        persistence). Returns once it answers PING.
+        """
+        import redis
+
+        port = port or free_port()
+        data = self.workdir / f"{name}-data"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+        ]  # fmt: skip
+        base = self.spawn(name, argv)
+        proc = RedisProc(base.name, base.popen, base.log_path, port=port)
+        self.procs[-1] = proc
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if not proc.alive():
+                    raise RuntimeError(f"redis-server exited:\n{proc.log_tail()}")
+                try:
+                    if client.ping():
+                        return proc
+                except redis.RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not answer within {timeout}s:\n{proc.log_tail()}")
+                time.sleep(0.05)
+        finally:
+            client.close()
 
     def write_config(self, name: str, data: dict[str, object]) -> Path:
         """Write a config file into the work dir; metrics listen on $BRIDGE_METRICS_LISTEN unless set."""

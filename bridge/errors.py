@@ -4,6 +4,7 @@
     ├── ConfigError                  the config file or a rule file is wrong (exit status 2)
     │     carries a list of ConfigIssue(file, path, message, line)
     ├── GatewayError                 raised only inside the gateway client; callers get Outcomes
+    ├── QuotaStoreError              Redis of the shared quota failed or timed out (the limiter degrades)
     └── ShutdownError                the daemon could not drain in time
 
 Decisions about a delivery (retry, dead-letter, pause) are not exceptions: they are Outcome values made by
@@ -43,6 +44,15 @@ class ConfigError(BridgeError):
 
 class GatewayError(BridgeError):
     """An error inside the gateway client (translated into an Outcome before it leaves the client)."""
+
+
+class QuotaStoreError(BridgeError):
+    """A round trip to the shared quota's Redis failed or timed out; `op` names the operation."""
+
+    def __init__(self, op: str, cause: str) -> None:
+        self.op = op
+        self.cause = cause
+        super().__init__(f"shared quota: Redis {op} failed: {cause}")
 
 
 class ShutdownError(BridgeError):

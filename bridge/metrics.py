@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from bridge import __version__
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+QUOTA_OPS = ("lease", "ban", "beat", "leave", "load")  # round trips of the shared quota to Redis
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -209,6 +210,44 @@ class Metrics:
             "bridge_rebalances_total", "Partition assignments and revocations.", ["kind"], registry=r
         )
         self.commits = Counter("bridge_commits_total", "Offset commits, by result.", ["result"], registry=r)
+        # --- shared quota (delivery.rate_limit.shared): one app quota for all instances, through Redis
+        self.quota_degraded = Gauge(
+            "bridge_shared_quota_degraded",
+            "1 while Redis is unreachable and this instance uses its local share of the quota.",
+            registry=r,
+        )
+        self.quota_leases = Counter(
+            "bridge_shared_quota_leases_total", "Leases of tokens taken from the shared quota.", registry=r
+        )
+        self.quota_leased_tokens = Counter(
+            "bridge_shared_quota_leased_tokens_total", "Tokens taken from the shared quota.", registry=r
+        )
+        self.quota_expired_tokens = Counter(
+            "bridge_shared_quota_expired_tokens_total",
+            "Leased tokens that expired unused (given back to nobody: the slot passed).",
+            registry=r,
+        )
+        self.quota_redis_duration = Histogram(
+            "bridge_shared_quota_redis_duration_seconds",
+            "Round trips to Redis for the shared quota, by operation (lease, ban, beat = heartbeat, ...).",
+            ["op"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.quota_redis_errors = Counter(
+            "bridge_shared_quota_redis_errors_total",
+            "Failed or timed-out round trips to Redis, by operation.",
+            ["op"],
+            registry=r,
+        )
+        self.quota_instances = Gauge(
+            "bridge_shared_quota_instances", "Live instances sharing the quota, as last seen in Redis.", registry=r
+        )
+        self.quota_remote_bans = Counter(
+            "bridge_shared_quota_remote_bans_total",
+            "Gateway bans started by another instance and honoured here.",
+            registry=r,
+        )
         # Rule authoring aids: templates whose path resolved to missing (typos in optional fields show up here).
         self.template_missing_total = Counter(
             "bridge_template_missing_total",
@@ -234,6 +273,7 @@ class Metrics:
         self._e2e_children: dict[str, Any] = {}
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[str, Any] = {}
+        self._quota_children: dict[str, Any] = {}
         self._missing_children: dict[tuple[str, str], Any] = {}
         self._http_children: dict[str, Any] = {}
 
@@ -260,6 +300,12 @@ class Metrics:
             self.gateway_http_requests.labels(endpoint)
         for result in ("ok", "failed"):
             self.rules_reloads.labels(result)
+
+    def prime_quota(self) -> None:
+        """Create the shared quota's per-operation series at 0 (only when the shared quota is in use)."""
+        for op in QUOTA_OPS:
+            self.quota_redis_duration.labels(op)
+            self.quota_redis_errors.labels(op)
 
     def set_build_info(self) -> None:
         """Publish version, Python and aiokafka versions."""
@@ -334,6 +380,17 @@ class Metrics:
         if child is None:
             child = self._e2e_children[rule] = self.event_to_delivery.labels(rule)
         child.observe(max(0.0, seconds))
+
+    def quota_round_trip(self, op: str, seconds: float) -> None:
+        """One round trip of the shared quota to Redis succeeded."""
+        child = self._quota_children.get(op)
+        if child is None:
+            child = self._quota_children[op] = self.quota_redis_duration.labels(op)
+        child.observe(seconds)
+
+    def quota_round_trip_failed(self, op: str) -> None:
+        """A round trip of the shared quota to Redis failed or timed out (not on a hot path)."""
+        self.quota_redis_errors.labels(op).inc()
 
     def set_paused(self, reason: str | None) -> None:
         """Systemic pause on (with its reason) or off."""

@@ -2,8 +2,8 @@
 
 A config file has the sections `kafka`, `gateway`, `delivery`, `rules`, `metrics` and `logging`. Only `kafka`
 and `gateway` are required. String values may use `${VAR}` / `${VAR:-default}`. Secrets (`gateway.app_secret`,
-`gateway.session`, `kafka.security.sasl_password`) come from the environment or from a `*_file` path and are
-masked in every repr, log line and `bridge config show`.
+`gateway.session`, `kafka.security.sasl_password`, `delivery.rate_limit.shared.password`) come from the
+environment or from a `*_file` path and are masked in every repr, log line and `bridge config show`.
 """
 
 from __future__ import annotations
@@ -241,16 +241,59 @@ class AdaptiveRate(_Model):
     """The rate never drops below this."""
 
 
+class SharedQuotaSettings(_Model):
+    """One gateway quota shared by every instance through Redis (GCRA in a Lua script, leases, shared bans)."""
+
+    redis_url: str
+    """`redis://host:port/db` or `rediss://` (TLS); the password goes in `password`, not in the URL."""
+    username: str | None = None
+    """Redis ACL user name (Redis 6+), if the server uses ACLs."""
+    password: SecretStr | None = None
+    """Redis password (secret: from `${VAR}`), or use `password_file`."""
+    password_file: Path | None = None
+    """File holding the Redis password."""
+    ssl_cafile: Path | None = None
+    """CA bundle to verify the server with `rediss://` (default: system CAs)."""
+    key_prefix: str | None = Field(default=None, min_length=1)
+    """Prefix of the Redis keys; instances with the same prefix share one quota. Default `campus-bridge:<app key>`."""
+    lease: int = Field(default=5, ge=1, le=1000)
+    """Tokens taken per Redis round trip; unused ones expire after their slot (`lease / per_second`)."""
+    timeout_ms: int = Field(default=250, ge=1, le=60_000)
+    """Longest wait for one Redis round trip before falling back to the local limit (degraded mode)."""
+    expected_instances: int | None = Field(default=None, ge=1)
+    """Divisor of `per_second` in degraded mode; default: the live-instance count last seen in Redis."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        m = re.match(r"^(rediss?)://(?:([^@/]*)@)?([^/?#\s]+)", v)
+        if not m:
+            raise ValueError("expected redis://host:port[/db] or rediss://host:port[/db]")
+        if m.group(2) is not None and ":" in m.group(2):
+            raise ValueError("put the password in `password` (from ${VAR}) or `password_file`, not in redis_url")
+        return v
+
+    @model_validator(mode="after")
+    def _password(self) -> Self:
+        if self.password_file is not None:
+            if self.password is not None:
+                raise ValueError("set password or password_file, not both")
+            object.__setattr__(self, "password", _read_secret_file(self.password_file, "password"))
+        return self
+
+
 class RateLimit(_Model):
-    """Calls per second to the gateway for this process; `per_second: 0` means unlimited."""
+    """Calls per second to the gateway: for this process, or for the whole app key when `shared` is set."""
 
     per_second: float = Field(default=100.0, ge=0)
-    """Gateway calls per second for this process (0 = unlimited)."""
+    """Gateway calls per second (0 = unlimited): this process's, or all instances' together with `shared`."""
     burst: int = Field(default=20, ge=1)
     """Calls allowed at once above the steady rate."""
     adaptive: AdaptiveRate = AdaptiveRate()
     """Recovery after a ban: the burst is 1 and the rate climbs back from half (see the gauge
     `bridge_rate_limit_effective_per_second`)."""
+    shared: SharedQuotaSettings | None = None
+    """Share `per_second` and gateway bans among all instances through Redis (null = a per-process limit)."""
 
 
 class RetrySettings(_Model):
@@ -317,7 +360,7 @@ class DeliverySettings(_Model):
     ordering: Literal["recipient", "partition", "none"] = "recipient"
     """Keep source order per recipient, per partition, or not at all."""
     rate_limit: RateLimit = RateLimit()
-    """Client-side rate limit (GCRA)."""
+    """Client-side rate limit (GCRA), per process or shared by all instances through Redis."""
     retry: RetrySettings = RetrySettings()
     """Retries of transient failures."""
     pause: PauseSettings = PauseSettings()
@@ -464,7 +507,8 @@ def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -
             msg = msg.removeprefix("Value error, ")
         if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
             given = err["input"]
-            secret = any(loc[: len(path)] == path for path in SECRET_PATHS)
+            # a secret, or a URL that may carry one
+            secret = any(loc[: len(path)] == path for path in SECRET_PATHS) or loc[-1:] == ("redis_url",)
             if not isinstance(given, dict | list) and len(repr(given)) < 60 and not secret and f"{given!r}" not in msg:
                 msg = f"{msg} (got {given!r})"
         issues.append(ConfigIssue(file, dotted(loc), msg, locator.line(loc)))

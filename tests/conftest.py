@@ -9,6 +9,10 @@ Fixtures
   created are deleted at the end of the test (best effort).
 - ``topic`` (function): one fresh topic with 1 partition.
 
+- ``redis_server`` (session): a real ``redis-server`` (Debian package) on a free loopback port in a temp
+  dir, without persistence, stopped when the session ends; ``redis_url`` is its URL. Tests that share it use
+  their own key prefix; a test that kills Redis starts its own with ``LocalStack.start_redis()``.
+
 Every test that uses ``kafka_bootstrap`` (directly or through ``new_topic``/``topic``) gets the ``kafka``
 marker automatically, so ``pytest -m "not kafka"`` runs without starting a broker.
 
@@ -34,6 +38,8 @@ from typing import Protocol
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bridge.devstack import LocalStack, RedisProc
 
 # leakguard: no test secret may appear in any output of the suite (see tests/leakguard.py);
 # pytester: tests/test_leakguard.py runs a planted suite through it.
@@ -81,6 +87,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.kafka)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
+    """A real redis-server for the whole session (see the module docstring)."""
+    with LocalStack(tmp_path_factory.mktemp("redis")) as stack:
+        yield stack.start_redis()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisProc) -> str:
+    """URL of the session's redis-server."""
+    return redis_server.url
 
 
 @pytest.fixture(scope="session")

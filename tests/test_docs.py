@@ -47,6 +47,10 @@ COVERED_ELSEWHERE = {
     "systemctl": "tests/test_deploy.py checks the unit file",
     "kafka-topics.sh": "tests/test_kafka_docs.py (the broker accepts the recommended dead-letter topic settings)",
     "env -u": "tests/test_deploy.py (test_production_config_has_no_defaults_for_where_to_send_or_credentials)",
+    "helm": "tests/test_helm_chart.py (lint and template run as written; `upgrade --install` rendered with the same "
+    "flags by `helm template` and its config validated: no cluster here)",
+    "kubectl create secret": "tests/test_helm_chart.py (no cluster here: the Secrets created are the ones the "
+    "documented helm command references)",
 }
 RUN_HERE = ("bridge validate", "bridge config show", "bridge map", "bridge test", "bridge send", "bridge --version")
 
@@ -144,6 +148,7 @@ PAGE_SECTIONS = {
     "monitoring.md": ["## Metrics", "## Alerts"],
     "troubleshooting.md": ["## Not ready"],
     "benchmarks.md": ["## Results", "## How to run"],
+    "kubernetes.md": ["## Install", "## Values", "## Sharing one quota", "## Scaling on lag", "## Upgrades"],
     "development.md": ["## Tests"],
 }
 

@@ -258,3 +258,67 @@ def test_cli_config_show_masks_secrets_and_expands_env() -> None:
 def test_bridge_config_env_variable_selects_file(tmp_path: Path) -> None:
     r = run_cli("validate", env={"BRIDGE_CONFIG": str(write(tmp_path, MINIMAL))})
     assert r.returncode == 0, r.stderr
+
+
+SHARED = (
+    MINIMAL
+    + """\
+delivery:
+  rate_limit:
+    per_second: 300
+    shared:
+      redis_url: rediss://redis.example:6380/2
+"""
+)
+
+
+def test_shared_quota_password_from_env_or_file_masked_and_default_key_prefix(tmp_path: Path) -> None:
+    from bridge.flow.build import build_limiter, default_key_prefix
+    from bridge.flow.shared_quota import SharedQuota
+    from bridge.metrics import Metrics
+
+    s = load_settings(write(tmp_path, SHARED + "      password: ${REDIS_PASSWORD}\n"), env={"REDIS_PASSWORD": "pw-xyz"})
+    shared = s.delivery.rate_limit.shared
+    assert shared is not None and shared.password is not None
+    assert shared.password.get_secret_value() == "pw-xyz"
+    assert "pw-xyz" not in repr(s) and "pw-xyz" not in repr(masked_dump(s))
+    assert masked_dump(s)["delivery"]["rate_limit"]["shared"]["password"] == "********"
+    assert (shared.lease, shared.timeout_ms, shared.key_prefix, shared.expected_instances) == (5, 250, None, None)
+    assert default_key_prefix(s.gateway.app_key) == "campus-bridge:k"  # the app key, never the secret
+    limiter = build_limiter(s, Metrics())  # no I/O until start()
+    assert isinstance(limiter, SharedQuota) and (limiter.rate, limiter.burst) == (300, 20)
+
+    pw_file = tmp_path / "redis-pw"
+    pw_file.write_text("from-file\n")
+    s2 = load_settings(write(tmp_path, SHARED + f"      password_file: {pw_file}\n"), env={})
+    assert s2.delivery.rate_limit.shared is not None
+    assert s2.delivery.rate_limit.shared.password is not None
+    assert s2.delivery.rate_limit.shared.password.get_secret_value() == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://redis:6379", "expected redis://"),
+        ("redis://:hunter2@redis:6379/0", "put the password in `password`"),
+        ("redis://user:hunter2@redis:6379/0", "put the password in `password`"),
+    ],
+    ids=["not-redis", "password-in-url", "user-and-password-in-url"],
+)
+def test_shared_quota_url_is_checked_and_never_echoed(tmp_path: Path, url: str, message: str) -> None:
+    text = SHARED.replace("rediss://redis.example:6380/2", url)
+    with pytest.raises(ConfigError, match=message) as ei:
+        load_settings(write(tmp_path, text), env={})
+    assert "hunter2" not in str(ei.value)
+    assert "delivery.rate_limit.shared.redis_url" in str(ei.value)
+
+
+def test_the_shared_quota_example_in_the_operating_docs_is_a_valid_config() -> None:
+    page = (REPO / "docs" / "operating.md").read_text()
+    section = page.split("## Sharing one quota", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    data = parse_yaml(MINIMAL + example)[0]
+    s = parse_settings(data, env={"REDIS_PASSWORD": "pw"})
+    shared = s.delivery.rate_limit.shared
+    assert shared is not None and shared.redis_url.startswith("redis://")
+    assert s.delivery.rate_limit.per_second == 300

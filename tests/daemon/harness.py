@@ -92,6 +92,7 @@ class Harness:
         self.group = f"grp-{uuid.uuid4().hex[:12]}"
         self.dlq_topic = f"dlq-{uuid.uuid4().hex}"
         self.sim: SimGateway | None = None
+        self.sim_url: str | None = None  # the simulator as its own process (start_sim_process)
         self._http: aiohttp.ClientSession | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -102,9 +103,28 @@ class Harness:
         await self.sim.start()
         return self.sim
 
+    async def start_sim_process(self, *flags: str) -> str:
+        """The simulated gateway as its own process (`bridge gateway-sim FLAGS`); its URL.
+
+        For timing measurements: acceptance times are then taken away from the test's own event loop, by a
+        process whose cyclic GC is off and which runs at a higher priority (see `LocalStack.start_sim`).
+        """
+        self.sim_url = await asyncio.to_thread(
+            self.stack.start_sim, APP_KEY, APP_SECRET, list(flags), gc=False, nice=-10
+        )
+        return self.sim_url
+
+    async def sim_process_get(self, what: str) -> Any:
+        """GET /_sim/<what> (messages, stats) of the simulator process, decoded."""
+        assert self.sim_url is not None, "start_sim_process() first"
+        status, body = await self.get(self.sim_url.replace("/router/rest", f"/_sim/{what}"))
+        assert status == 200, f"/_sim/{what}: HTTP {status}"
+        return orjson.loads(body)
+
     def config(self, name: str = "bridge", secret: str = APP_SECRET, **over: Any) -> Path:
         """Write a bridge config for this test (deep-merged with `over`)."""
-        assert self.sim is not None, "start_sim() first"
+        assert self.sim is not None or self.sim_url is not None, "start_sim() or start_sim_process() first"
+        url = self.sim.url if self.sim is not None else self.sim_url
         base: dict[str, Any] = {
             "kafka": {
                 "bootstrap_servers": self.bootstrap,
@@ -117,7 +137,7 @@ class Harness:
                 "heartbeat_interval_ms": 1000,
             },
             "gateway": {
-                "url": self.sim.url,
+                "url": url,
                 "app_key": APP_KEY,
                 "app_secret": secret,
                 "sign_method": "hmac-sha256",
