@@ -156,7 +156,8 @@ class DeadLetterSink:
 
     async def _check_topic(self, producer: AIOKafkaProducer) -> str | None:
         """None when the topic is known to the brokers and visible to us, else why not."""
-        timeout = self._settings.connect_timeout_seconds
+        # metadata of a topic being auto-created can take a while on a busy broker: never less than 10 s
+        timeout = max(10.0, self._settings.connect_timeout_seconds)
         try:
             await asyncio.wait_for(producer.partitions_for(self.topic), timeout)
         except TimeoutError:
