@@ -14,6 +14,7 @@ Scenarios (docs/benchmarks.md explains each):
   memory                        5. 1M-event backlog, 100 ms gateway latency, RSS over 90 s
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off
+  crash                         8. 10 × kill -9 during a 20k-event backlog with 20 % transient failures
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
 Exit status: 0 when every scenario ran (whatever the figures), 1 if one failed to run, 2 on bad arguments;
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, Row, ScenarioResult, broker, log, machine, save_json, system_cpu
+from bench.crash import scenario_crash
 from bench.drain import scenario_drain
 from bench.hotspots import py_spy, scenario_profile
 from bench.latency import scenario_latency
@@ -52,6 +54,7 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": scenario_memory,
     "drain": scenario_drain,
     "metrics_overhead": scenario_metrics_overhead,
+    "crash": scenario_crash,
     "profile": scenario_profile,
 }
 NEEDS_BROKER = frozenset(SCENARIOS) - {"mapping", "gateway_sim"}
