@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from bench.common import ScenarioResult, World, committed, log, median, produce_backlog, wait_accepted
+from bridge.devstack import BridgeProc
 
 EVENTS = 20_000
 QUICK_EVENTS = 3_000
@@ -37,6 +38,13 @@ def kill_points(events: int, kills: int, seed: int = SEED) -> list[int]:
     return sorted(rng.sample(range(events // 20, events * 9 // 10), kills))
 
 
+def _check_alive(world: World, proc: BridgeProc) -> None:
+    """The running bridge and the simulator are alive (the killed bridges are, of course, not)."""
+    for p in (proc, world.stack.sim):
+        if p is not None and not p.alive():
+            raise RuntimeError(f"{p.name} exited {p.popen.returncode}:\n{p.log_tail()}")
+
+
 def run_once(events: int, kills: int) -> dict[str, Any]:
     """Kill and restart one bridge `kills` times during the backlog; count lost and duplicate messages."""
     sim_args = ["--isp-error-rate", str(TRANSIENT_RATE), "--latency-ms", str(LATENCY_MS), "--seed", str(SEED)]
@@ -47,7 +55,7 @@ def run_once(events: int, kills: int) -> dict[str, Any]:
         per_kill: list[dict[str, Any]] = []
         for n, point in enumerate(kill_points(events, kills), 1):
             reached = wait_accepted(world, point, timeout=max(120, events / 100))
-            world.check_alive()
+            _check_alive(world, proc)
             proc.kill()
             stats = world.sim_stats()
             per_kill.append(
