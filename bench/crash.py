@@ -2,7 +2,8 @@
 
 A 20,000-event backlog (4 partitions) goes to a simulator that answers 20 % of the calls with a transient
 error (code 15, retried with backoff) after 20 ms of latency. One bridge works through it and is killed with
-SIGKILL at 10 random moments (seeded: the same moments on every run, drawn as accepted-message counts), each
+SIGKILL at 10 random moments (seeded: the same moments on every run, drawn as accepted-message counts, each
+at least 1 % of the backlog after the previous kill, so every restarted process does some new work), each
 time restarted at once with the same static member id (`kafka.group_instance_id`), so the new process takes
 the partitions back without waiting for a session timeout. At the end every event's message must have reached
 the simulator (lost = 0) and the group must be committed to the end of every partition.
@@ -53,8 +54,11 @@ def run_once(events: int, kills: int) -> dict[str, Any]:
         cfg = world.config(kafka={"group_instance_id": "crash-bench-0", "commit_interval_seconds": 1.0})
         proc = world.start_bridge(cfg, name="bridge-0")
         per_kill: list[dict[str, Any]] = []
+        last = 0
         for n, point in enumerate(kill_points(events, kills), 1):
-            reached = wait_accepted(world, point, timeout=max(120, events / 100))
+            # each restarted process gets to deliver something new (1 %) before it is killed in turn
+            target = max(point, last + events // 100)
+            reached = wait_accepted(world, target, timeout=max(120, events / 100))
             _check_alive(world, proc)
             proc.kill()
             stats = world.sim_stats()
@@ -62,12 +66,13 @@ def run_once(events: int, kills: int) -> dict[str, Any]:
                 {
                     "kill": n,
                     "at_accepted": int(stats["accepted"]),
-                    "target": point,
+                    "target": target,
                     "reached": reached,
                     "duplicates_before": int(stats["duplicates"]),
                     "committed_at_kill": sum(committed(world.bootstrap, world.group, world.topic).values()),
                 }
             )
+            last = int(stats["accepted"])
             proc = world.start_bridge(cfg, name=f"bridge-{n}")
         t = time.monotonic()
         got = wait_accepted(world, events, timeout=max(180, events / 50))
