@@ -181,6 +181,31 @@ class Metrics:
             "bridge_rebalances_total", "Partition assignments and revocations.", ["kind"], registry=r
         )
         self.commits = Counter("bridge_commits_total", "Offset commits, by result.", ["result"], registry=r)
+        # --- restart without re-sending (issue 14): finished records remembered in the commit metadata
+        self.records_skipped = Counter(
+            "bridge_records_skipped_total",
+            "Records not mapped or sent because the commit metadata marked them finished, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.messages_skipped = Counter(
+            "bridge_messages_skipped_total",
+            "Fan-out messages not sent again because the commit metadata marked them final, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.commit_metadata_overflow = Counter(
+            "bridge_commit_metadata_overflow_total",
+            "Partition commits whose finished-record picture did not fit kafka.commit_metadata_max_bytes "
+            "(the part that fits was kept; records left out may be sent again after a restart).",
+            registry=r,
+        )
+        self.commit_metadata_bytes = Gauge(
+            "bridge_commit_metadata_bytes",
+            "Size of the metadata of the last commit, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -210,6 +235,8 @@ class Metrics:
             self.rebalances.labels(kind)
         for result in ("ok", "failed"):
             self.commits.labels(result)
+        self.records_skipped.labels("already_finished")
+        self.messages_skipped.labels("already_finished")
         self.retries.labels("throttled")
 
     def set_build_info(self) -> None:
@@ -279,6 +306,7 @@ class Metrics:
             self.committed_offset,
             self.partition_window,
             self.partition_paused,
+            self.commit_metadata_bytes,
         ):
             with contextlib.suppress(KeyError):
                 g.remove(*labels)
