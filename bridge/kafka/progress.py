@@ -135,6 +135,11 @@ class Progress:
             return frozenset()
         return frozenset(i for s, e in p.done for i in range(s, min(e, items)))
 
+    def done_count(self, offset: int) -> int:
+        """How many messages of the partly done record at `offset` are final (0 if none recorded)."""
+        p = self.partial.get(offset)
+        return 0 if p is None else sum(e - s for s, e in p.done)
+
     def finished_count(self) -> int:
         """How many offsets are marked finished."""
         return sum(e - s for s, e in self.finished)
@@ -284,8 +289,8 @@ def _payload(base: int, finished: Ranges, partial: Sequence[tuple[int, Partial]]
 def encode(base: int, finished: Ranges, partial: Mapping[int, Partial], budget: int) -> Encoded:
     """Metadata for a commit of `base`: finished offsets (> base) and partial records, within `budget` bytes.
 
-    Finished ranges at or below `base` and partial records below it are dropped. Empty metadata when nothing is known, or when not even the
-    smallest non-empty picture fits (then `overflow` is set).
+    Finished ranges at or below `base` and partial records below it are dropped. Empty metadata when nothing
+    is known, or when not even the smallest non-empty picture fits (then `overflow` is set).
     """
     finished = clip(finished, base + 1)
     parts = sorted((o, p) for o, p in partial.items() if o >= base and p.done)

@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bridge.devstack import BridgeProc, LocalStack, parse_metrics
 from bridge.gateway.sim import SimGateway
 from bridge.gateway.simstate import Faults
+from bridge.kafka.progress import Progress, decode
 
 REPO_ROOT_FOR_TESTS = Path(__file__).resolve().parents[2]
 APP_KEY = "test-app"
@@ -222,6 +223,20 @@ class Harness:
         for tp, meta in offsets.items():
             if tp.topic == self.topic:
                 out[tp.partition] = meta.offset
+        return out
+
+    async def committed_progress(self) -> dict[int, tuple[int, Progress | None]]:
+        """Per partition of the test topic: the committed offset (-1: none) and what its metadata says is done."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.group)
+        finally:
+            await admin.close()
+        out: dict[int, tuple[int, Progress | None]] = dict.fromkeys(range(self.partitions), (-1, None))
+        for tp, meta in offsets.items():
+            if tp.topic == self.topic:
+                out[tp.partition] = (meta.offset, decode(meta.metadata, meta.offset).progress)
         return out
 
     async def wait_committed_to_end(self, timeout: float = 30.0) -> None:
