@@ -15,11 +15,13 @@ counted between kill N and kill N + 1 (or the end): what the restart after that 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from typing import Any
 
 import orjson
+from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.common import ScenarioResult, World, committed, log, median, produce_backlog, wait_accepted
 from bridge.devstack import BridgeProc
@@ -46,6 +48,57 @@ def _check_alive(world: World, proc: BridgeProc) -> None:
             raise RuntimeError(f"{p.name} exited {p.popen.returncode}:\n{p.log_tail()}")
 
 
+def _settled(world: World) -> dict[str, Any]:
+    """The simulator's stats once the calls the killed bridge had in flight have all been answered."""
+    stats = world.sim_stats()
+    while True:
+        time.sleep(LATENCY_MS * 5 / 1000)
+        now = world.sim_stats()
+        if now["total_requests"] == stats["total_requests"]:
+            return now
+        stats = now
+
+
+def exposure(world: World) -> dict[str, int]:
+    """Right after a kill: what the group's last commit covers of the messages the simulator has accepted.
+
+    `not_covered`: accepted messages whose record is neither below the committed offset nor marked finished
+    in the commit metadata — the most a restart can send again. `above_prefix`: accepted messages at or above
+    the committed offset — what a prefix-only commit (the code before issue 14) leaves to send again.
+    """
+
+    async def read() -> dict[int, tuple[int, Any]]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(world.group)
+        finally:
+            await admin.close()
+        return {tp.partition: (m.offset, _progress(m.metadata, m.offset)) for tp, m in offsets.items()}
+
+    committed_at = asyncio.run(read())
+    marked = not_covered = above_prefix = 0
+    for _, progress in committed_at.values():
+        marked += progress.finished_count() if progress is not None else 0
+    for m in world.sim_messages():
+        data = orjson.loads(m["message"]["json_data"])
+        offset, progress = committed_at.get(int(data["p"]), (-1, None))
+        o = int(data["o"])
+        if o >= offset:
+            above_prefix += 1
+            if progress is None or not progress.is_finished(o):
+                not_covered += 1
+    return {"marked_finished": marked, "not_covered": not_covered, "above_prefix": above_prefix}
+
+
+def _progress(metadata: str, offset: int) -> Any:
+    try:
+        from bridge.kafka.progress import decode
+    except ImportError:  # the code base before commit metadata existed: nothing is marked
+        return None
+    return decode(metadata, offset).progress
+
+
 def run_once(events: int, kills: int) -> dict[str, Any]:
     """Kill and restart one bridge `kills` times during the backlog; count lost and duplicate messages."""
     sim_args = ["--isp-error-rate", str(TRANSIENT_RATE), "--latency-ms", str(LATENCY_MS), "--seed", str(SEED)]
@@ -60,8 +113,9 @@ def run_once(events: int, kills: int) -> dict[str, Any]:
             target = max(point, last + events // 100)
             reached = wait_accepted(world, target, timeout=max(120, events / 100))
             _check_alive(world, proc)
+            seen = proc.metrics()  # what this process did, just before it dies
             proc.kill()
-            stats = world.sim_stats()
+            stats = _settled(world)
             per_kill.append(
                 {
                     "kill": n,
@@ -70,6 +124,11 @@ def run_once(events: int, kills: int) -> dict[str, Any]:
                     "reached": reached,
                     "duplicates_before": int(stats["duplicates"]),
                     "committed_at_kill": sum(committed(world.bootstrap, world.group, world.topic).values()),
+                    **exposure(world),
+                    "process_assigned_partitions": seen.get("bridge_assigned_partitions"),
+                    "process_records_consumed": seen.get("bridge_records_consumed_total"),
+                    "process_delivered": seen.get('bridge_messages_total{outcome="delivered",rule="note"}'),
+                    "process_records_skipped": seen.get('bridge_records_skipped_total{reason="already_finished"}'),
                 }
             )
             last = int(stats["accepted"])
@@ -117,6 +176,13 @@ def scenario_crash(quick: bool, repeat: int, ctx: dict[str, Any]) -> ScenarioRes
     res.row(f"duplicates, all kills (per kill: {' '.join(str(d) for d in per)})", r["duplicates"], "")
     res.row("duplicates per kill (median)", median(per) if per else None, "")
     res.row("duplicates per kill (max)", max(per) if per else None, "")
+    exposed = sum(k["not_covered"] for k in r["per_kill"])
+    res.row("accepted, not covered by the last commit, at the kills (sum: the most re-sendable)", exposed, "")
+    res.row(
+        "accepted at or above the committed offset, at the kills (sum: prefix-only commits)",
+        sum(k["above_prefix"] for k in r["per_kill"]),
+        "",
+    )
     return res
 
 
