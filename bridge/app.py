@@ -62,8 +62,11 @@ class BridgeApp:
         reasons: list[str] = []
         if not self._started:
             reasons.append("starting")
-        if self.engine.paused_reason is not None:
-            reasons.append(f"paused: gateway systemic error ({self.engine.paused_reason})")
+        hold = self.engine.hold
+        if hold is not None and hold.kind == "systemic":
+            reasons.append(f"paused: gateway systemic error ({hold.reason}): {hold.cause}")
+        elif hold is not None:
+            reasons.append(f"paused: circuit open, gateway unreachable ({hold.cause})")
         if not self.dlq.healthy:
             reasons.append("dead-letter producer not connected")
         if self._started and not self.source.fetch_ok and not self.source.assigned_once:
@@ -72,8 +75,9 @@ class BridgeApp:
         self.metrics.ready.set(1 if ok else 0)
         detail: dict[str, object] = {
             "partitions": len(self.source.parts),
-            "paused": self.engine.paused_reason,
+            "paused": hold.reason if hold is not None else None,
             "cooling_down": self.engine.cooling_down,
+            "rate_per_second": round(self.engine.effective_rate, 2),
         }
         if reasons:
             detail["reasons"] = reasons

@@ -131,6 +131,11 @@ class Metrics:
         self.rate_limit_per_second = Gauge(
             "bridge_rate_limit_per_second", "Configured gateway call rate (0 = unlimited).", registry=r
         )
+        self.rate_limit_effective = Gauge(
+            "bridge_rate_limit_effective_per_second",
+            "Gateway call rate in force now: below the configured one while recovering from a ban (0 = unlimited).",
+            registry=r,
+        )
         self.throttle_active = Gauge(
             "bridge_throttle_cooldown_active",
             "1 while a gateway ban (a call-limit answer) holds every sender.",
@@ -146,6 +151,21 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("bridge_ready", "1 when /readyz answers 200.", registry=r)
+        # --- circuit breaker on the gateway (issue 10)
+        self.circuit_state = Gauge(
+            "bridge_circuit_state",
+            "1 while the circuit is open (the gateway is unreachable: delivery paused, probing), else 0.",
+            registry=r,
+        )
+        self.circuit_openings = Counter(
+            "bridge_circuit_openings_total", "Times the circuit opened on shared transport failures.", registry=r
+        )
+        self.gateway_batch_size = Histogram(
+            "bridge_gateway_batch_size",
+            "Messages per gateway batch request (batching on).",
+            buckets=(1, 2, 5, 10, 20, 30, 40, 50),
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "bridge_consumer_lag_messages",
             "High watermark minus committed offset, per assigned partition.",
@@ -282,6 +302,10 @@ class Metrics:
         if dur is None:
             dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
         dur.observe(seconds)
+
+    def gateway_batch(self, size: int) -> None:
+        """One batch request of `size` messages was sent."""
+        self.gateway_batch_size.observe(size)
 
     def delivered_after(self, rule: str, seconds: float) -> None:
         """Event-to-delivery latency of one delivered message."""

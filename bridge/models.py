@@ -146,6 +146,11 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def is_transport_failure(self) -> bool:
+        """No usable gateway answer (connection, DNS, timeout, HTTP 5xx, undecodable body): the circuit counts these."""
+        return self.verdict is Verdict.RETRYABLE and self.code is None and self.sub_code is None
+
+    @property
     def code_label(self) -> str:
         """A bounded label for metrics: the top-level code, or the transport kind."""
         if self.code is not None:

@@ -204,6 +204,21 @@ class GatewaySettings(_Model):
         return self.app_secret.get_secret_value()
 
 
+class AdaptiveRate(_Model):
+    """How the rate recovers after a gateway ban (code 7): halve, then climb back step by step."""
+
+    enabled: bool = True
+    """Resume below the rate after a ban and climb back (off: resume at the configured rate and burst)."""
+    decrease: float = Field(default=0.5, gt=0, lt=1)
+    """Factor applied to the current rate on each ban."""
+    step_fraction: float = Field(default=0.1, gt=0, le=1)
+    """Share of the configured rate added back per ban-free interval."""
+    interval_seconds: PositiveFloat = 10.0
+    """Ban-free time between two steps up."""
+    min_per_second: PositiveFloat = 1.0
+    """The rate never drops below this."""
+
+
 class RateLimit(_Model):
     """Calls per second to the gateway for this process; `per_second: 0` means unlimited."""
 
@@ -211,6 +226,9 @@ class RateLimit(_Model):
     """Gateway calls per second for this process (0 = unlimited)."""
     burst: int = Field(default=20, ge=1)
     """Calls allowed at once above the steady rate."""
+    adaptive: AdaptiveRate = AdaptiveRate()
+    """Recovery after a ban: the burst is 1 and the rate climbs back from half (see the gauge
+    `bridge_rate_limit_effective_per_second`)."""
 
 
 class RetrySettings(_Model):
@@ -241,6 +259,34 @@ class PauseSettings(_Model):
     """Largest delay between probes."""
 
 
+class CircuitSettings(_Model):
+    """The circuit breaker on the gateway as a whole: shared transport failures pause delivery, not the DLQ."""
+
+    enabled: bool = True
+    """Pause (and probe) when the gateway is unreachable instead of retrying every message to exhaustion."""
+    window_seconds: PositiveFloat = 30.0
+    """Sliding window the failure ratio is computed over."""
+    min_calls: PositiveInt = 20
+    """Calls needed in the window before the ratio may open the circuit."""
+    failure_ratio: float = Field(default=0.8, gt=0, le=1)
+    """Share of transport failures (connection, DNS, TLS, timeout, HTTP 5xx, bad body) that opens it."""
+    consecutive_failures: PositiveInt = 5
+    """Transport failures in a row (nothing answered in between) that open it, whatever the volume."""
+    initial_probe_interval_seconds: PositiveFloat = 1.0
+    """First wait before probing the gateway with one message while open."""
+    max_probe_interval_seconds: PositiveFloat = 60.0
+    """Probe interval cap (it doubles after each failed probe)."""
+    resume_in_flight: PositiveInt = 4
+    """After the circuit closes (or a systemic pause ends), calls in flight start here and double per round
+    trip up to `max_in_flight`: delivery resumes from a small burst."""
+
+    @model_validator(mode="after")
+    def _probe_order(self) -> Self:
+        if self.max_probe_interval_seconds < self.initial_probe_interval_seconds:
+            raise ValueError("max_probe_interval_seconds must be >= initial_probe_interval_seconds")
+        return self
+
+
 class DeliverySettings(_Model):
     """Concurrency, ordering, rate limit, retries and shutdown of delivery."""
 
@@ -254,6 +300,8 @@ class DeliverySettings(_Model):
     """Retries of transient failures."""
     pause: PauseSettings = PauseSettings()
     """Probing while paused."""
+    circuit: CircuitSettings = CircuitSettings()
+    """Circuit breaker: pause on a gateway outage; time while open counts against no retry budget."""
     skip_older_than_seconds: float | None = Field(default=86400.0, ge=0)
     """Events older than this (Kafka timestamp) are skipped and counted; null = never."""
     shutdown_timeout_seconds: PositiveFloat = 30.0

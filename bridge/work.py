@@ -56,6 +56,7 @@ class Job:
     first_attempt_ms: int | None = None
     last_attempt_ms: int | None = None
     first_attempt_mono: float | None = None
+    held_mark: float = 0.0  # the engine's held time at the first attempt (held time is not age)
     last_outcome: Outcome | None = None
 
 
