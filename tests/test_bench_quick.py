@@ -15,7 +15,16 @@ REPO = Path(__file__).resolve().parents[1]
 def test_bench_suite_smoke_run_produces_figures_for_each_scenario(tmp_path: Path, kafka_bootstrap: str) -> None:
     out = tmp_path / "bench.json"
     r = subprocess.run(
-        [sys.executable, "-m", "bench.run_all", "--quick", "--only", "mapping,throughput,drain,crash", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench.run_all",
+            "--quick",
+            "--only",
+            "mapping,throughput,drain,crash",
+            "--out",
+            str(out),
+        ],
         cwd=REPO,
         capture_output=True,
         text=True,

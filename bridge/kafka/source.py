@@ -282,7 +282,7 @@ class KafkaSource:
         if consumer is not None:
             try:
                 committed = await fetch_committed(consumer, new)
-            except KafkaError as exc:
+            except Exception as exc:  # never leave assigned partitions without state (they would stall)
                 log.error(
                     "reading committed offsets failed: finished records above them may be sent again",
                     extra={"ctx": {"error": repr(exc)}},

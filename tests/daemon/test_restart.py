@@ -74,6 +74,16 @@ async def test_kill_9_with_transient_failures_bans_and_rejections_resends_only_w
     assert stats_at_kill["bans"] >= 1 and stats_at_kill["refusals"].get("15", 0) > 0
     m = await h.metrics(restarted)
     assert m['bridge_records_skipped_total{reason="already_finished"}'] >= finished_above(at_kill) > 0
+    # dead-lettered counts as finished: a rejection the last commit covered is not dead-lettered again
+    letters = await h.read_dlq(len(events) - len(deliverable))
+    by_source: dict[tuple[int, int], int] = {}
+    for rec in letters:
+        headers = dict(rec.headers)
+        source = (int(headers["bridge.source_partition"]), int(headers["bridge.source_offset"]))
+        by_source[source] = by_source.get(source, 0) + 1
+    assert len(by_source) == len(events) - len(deliverable)
+    twice = [src for src, n in by_source.items() if n > 1]
+    assert all(not covered(at_kill, p, o) for p, o in twice), twice
     assert restarted.stop() == 0
 
 
