@@ -15,15 +15,22 @@ counted between kill N and kill N + 1 (or the end): what the restart after that 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from typing import Any
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.common import ScenarioResult, World, committed, log, median, produce_backlog, wait_accepted
+from bench.common import (
+    ScenarioResult,
+    World,
+    committed,
+    committed_with_metadata,
+    log,
+    median,
+    produce_backlog,
+    wait_accepted,
+)
 from bridge.devstack import BridgeProc
 
 EVENTS = 20_000
@@ -67,16 +74,10 @@ def exposure(world: World) -> dict[str, int]:
     the committed offset — what a prefix-only commit (the code before issue 14) leaves to send again.
     """
 
-    async def read() -> dict[int, tuple[int, Any]]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(world.group)
-        finally:
-            await admin.close()
-        return {tp.partition: (m.offset, _progress(m.metadata, m.offset)) for tp, m in offsets.items()}
-
-    committed_at = asyncio.run(read())
+    committed_at = {
+        p: (offset, _progress(metadata, offset))
+        for p, (offset, metadata) in committed_with_metadata(world.bootstrap, world.group, world.topic).items()
+    }
     marked = not_covered = above_prefix = 0
     for _, progress in committed_at.values():
         marked += progress.finished_count() if progress is not None else 0
@@ -138,7 +139,7 @@ def run_once(events: int, kills: int) -> dict[str, Any]:
         finish_seconds = time.monotonic() - t
         all_committed = world.committed_to_end(timeout=60)
         stats = world.sim_stats()
-        ids = {orjson.loads(m["message"]["json_data"])["id"] for m in world.sim_messages()}
+        ids = world.accepted_ids()
         proc.stop()
     marks = [k["duplicates_before"] for k in per_kill] + [int(stats["duplicates"])]
     for i, k in enumerate(per_kill):
