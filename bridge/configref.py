@@ -75,7 +75,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
             rows.append((key, "section", _default(field), field.description or ""))
             nested.append((key, ann))
             continue
-        rows.append((key, _type_name(ann), _default(field), field.description or ""))
+        # a docstring may wrap over several lines: one table row each
+        rows.append((key, _type_name(ann), _default(field), " ".join((field.description or "").split())))
     for key, sub in nested:
         rows.extend(_rows(sub, key + "."))
     return rows
