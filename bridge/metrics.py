@@ -160,6 +160,14 @@ class Metrics:
         self.circuit_openings = Counter(
             "bridge_circuit_openings_total", "Times the circuit opened on shared transport failures.", registry=r
         )
+        # --- rule reloads (SIGHUP / rules.watch)
+        self.rules_reloads = Counter(
+            "bridge_rules_reload_total",
+            "Rule reloads, by result (ok, failed: the old rules stay).",
+            ["result"],
+            registry=r,
+        )
+        self.rules_loaded = Gauge("bridge_rules_loaded", "Rules in force.", registry=r)
         self.gateway_batch_size = Histogram(
             "bridge_gateway_batch_size",
             "Messages per gateway batch request (batching on).",
@@ -258,6 +266,8 @@ class Metrics:
         self.records_skipped.labels("already_finished")
         self.messages_skipped.labels("already_finished")
         self.retries.labels("throttled")
+        for result in ("ok", "failed"):
+            self.rules_reloads.labels(result)
 
     def set_build_info(self) -> None:
         """Publish version, Python and aiokafka versions."""

@@ -128,6 +128,10 @@ class KafkaSettings(_Model):
     """Longest gap between polls before the group evicts the member."""
     rebalance_drain_timeout_seconds: PositiveFloat = 10.0
     """On revoke, how long in-flight calls of those partitions may finish before commit."""
+    connect_timeout_seconds: PositiveFloat = 15.0
+    """Deadline of one attempt to reach the brokers; failed attempts are retried with capped backoff, forever."""
+    unreachable_after_seconds: PositiveFloat = 15.0
+    """Not ready (`/readyz` 503 "kafka unreachable") when no broker round trip succeeded for this long."""
     security: KafkaSecurity = KafkaSecurity()
     """TLS / SASL settings."""
 
@@ -319,6 +323,10 @@ class RulesSettings(_Model):
     """`deterministic`: UUIDv5 of record and rule (redeliveries de-duplicate); `random`: UUIDv4."""
     mobile_receiver_pattern: str = r"^\+?[0-9]{5,20}$"
     """A rendered `mobile_receiver` must match this."""
+    watch: bool = False
+    """Reload the rules when the config file or a rule file changes (mtime polling); SIGHUP always reloads."""
+    watch_interval_seconds: PositiveFloat = 5.0
+    """How often `watch` looks at the files."""
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ skips what was finished before a crash, a restart or a rebalance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from bridge.settings import Settings
 from bridge.work import PartitionState
 
 from .client_options import connection_options
+from .connect import connect_with_retry, describe_kafka_error
 
 log = logging.getLogger("bridge.source")
 
@@ -101,14 +103,14 @@ class KafkaSource:
         self._max_queued = max(settings.delivery.max_in_flight * 16, 4096)
         self._over_cap = False
         self.assigned_once = False
-        self.fetch_ok = False
+        self.kafka_error: str | None = None  # the last reason the brokers could not be reached
+        self._last_broker_ok = time.monotonic()
         self._metadata_problems: set[str] = set()  # kinds of unreadable commit metadata already logged
 
     # ----------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Create the consumer and join the group."""
+    def _new_consumer(self) -> AIOKafkaConsumer:
         k = self._k
-        consumer = AIOKafkaConsumer(
+        return AIOKafkaConsumer(
             **connection_options(k),
             group_id=k.group_id,
             group_instance_id=k.group_instance_id,
@@ -121,22 +123,101 @@ class KafkaSource:
             fetch_max_bytes=max(k.max_record_bytes * 4, 52_428_800),
             metadata_max_age_ms=30_000,
         )
+
+    async def connect(self, stop: asyncio.Event) -> bool:
+        """Connect to the brokers (retrying for as long as it takes) and subscribe; False if stopped first.
+
+        The group is joined in the background after this returns: `assigned_once` tells when it happened.
+        """
+        k = self._k
+
+        def failed(reason: str) -> None:
+            self.kafka_error = reason
+
+        consumer = await connect_with_retry(
+            "consumer",
+            self._new_consumer,
+            lambda c: c.start(),
+            lambda c: c.stop(),
+            servers=k.bootstrap_servers,
+            timeout=k.connect_timeout_seconds,
+            stop=stop,
+            on_error=failed,
+        )
+        if consumer is None:
+            return False
+        self.kafka_error = None
+        self._last_broker_ok = time.monotonic()
         listener = _Listener(self, consumer)
         if k.topic_pattern:
             consumer.subscribe(pattern=k.topic_pattern, listener=listener)
         else:
             consumer.subscribe(topics=list(k.topics), listener=listener)
-        await consumer.start()
         self._consumer = consumer
+        return True
+
+    @property
+    def connected(self) -> bool:
+        """The consumer is connected (it may still be joining the group)."""
+        return self._consumer is not None
+
+    def unreachable_for(self, now: float | None = None) -> float:
+        """Seconds since the last successful broker round trip, when over `unreachable_after_seconds`; else 0."""
+        if self._consumer is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        silent = now - self._last_broker_ok
+        return silent if silent > self._k.unreachable_after_seconds else 0.0
+
+    async def _watch_broker(self, consumer: AIOKafkaConsumer) -> None:
+        """Probe the brokers with a metadata request now and then, so a frozen broker turns /readyz to 503."""
+        k = self._k
+        interval = max(1.0, min(5.0, k.unreachable_after_seconds / 3))
+        reported = False
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(consumer._client.fetch_all_metadata(), interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.kafka_error = describe_kafka_error(exc, interval)
+            else:
+                self._last_broker_ok = time.monotonic()
+            silent = self.unreachable_for()
+            if silent and not reported:
+                reported = True
+                log.warning(
+                    "kafka unreachable: no broker answered; not ready (offsets held, nothing lost)",
+                    extra={
+                        "ctx": {
+                            "bootstrap_servers": k.bootstrap_servers,
+                            "silent_seconds": round(silent, 1),
+                            "error": self.kafka_error,
+                        }
+                    },
+                )
+            elif not silent and reported:
+                reported = False
+                log.info("kafka reachable again", extra={"ctx": {"bootstrap_servers": k.bootstrap_servers}})
 
     def halt(self, reason: str | None) -> None:
         """Systemic pause on (reason) or off (None): fetch nothing while on, keep offsets where they are."""
         self._halted = reason is not None
 
     async def run(self) -> None:
-        """Fetch until `stop_fetching()`; commit periodically."""
+        """Fetch until `stop_fetching()`; commit periodically; watch the brokers' health meanwhile."""
         consumer = self._consumer
         assert consumer is not None
+        watch = asyncio.create_task(self._watch_broker(consumer), name="kafka-watch")
+        try:
+            await self._fetch_loop(consumer)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
         interval = self._k.commit_interval_seconds
         next_commit = time.monotonic() + interval
         batch = self._k.fetch_max_records
@@ -144,12 +225,13 @@ class KafkaSource:
             self._apply_fetch_pauses(consumer)
             try:
                 data = await consumer.getmany(timeout_ms=200, max_records=batch)
-                self.fetch_ok = True
             except KafkaError as exc:
-                self.fetch_ok = False
-                log.error("fetch failed", extra={"ctx": {"error": repr(exc)}})
+                self.kafka_error = describe_kafka_error(exc)
+                log.error("fetch failed", extra={"ctx": {"error": self.kafka_error}})
                 await asyncio.sleep(1.0)
                 continue
+            if data:
+                self._last_broker_ok = time.monotonic()
             for tp, records in data.items():
                 part = self.parts.get(tp)
                 if part is None or part.revoked:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from bridge.app import BridgeApp
+from bridge.delivery import Hold
 from bridge.devstack import parse_metrics
 from bridge.metrics import Metrics
 from bridge.rules.loader import compile_rules
@@ -31,10 +32,11 @@ async def app() -> AsyncIterator[BridgeApp]:
         env={},
     )
     bridge = BridgeApp(settings, compile_rules([]), metrics=Metrics(CollectorRegistry()))
-    bridge._started = True
-    bridge.dlq.healthy = True
+    bridge.source._consumer = object()  # type: ignore[assignment]  # connected
     bridge.source.assigned_once = True
+    bridge.dlq.problem = None
     yield bridge
+    bridge.source._consumer = None
     await bridge.client.close()
 
 
@@ -48,7 +50,7 @@ async def scrape(client: TestClient) -> dict[str, float]:
 async def test_ready_gauge_follows_readiness_without_readyz(app: BridgeApp) -> None:
     async with TestClient(TestServer(app.status.app())) as client:
         assert (await scrape(client))["bridge_ready"] == 1.0, "healthy, /readyz never called"
-        app.engine._pause_reason = "code_25"  # what a systemic gateway answer sets
+        app.engine._hold = Hold("systemic", "code_25", "code=25 msg=Invalid signature", 0.0)  # a systemic answer
         assert (await scrape(client))["bridge_ready"] == 0.0, "paused, /readyz not called since"
 
 
@@ -57,7 +59,7 @@ async def test_ready_gauge_matches_readyz(app: BridgeApp) -> None:
     async with TestClient(TestServer(app.status.app())) as client:
         assert (await client.get("/readyz")).status == 200
         assert (await scrape(client))["bridge_ready"] == 1.0
-        app.engine._pause_reason = "code_25"
+        app.engine._hold = Hold("systemic", "code_25", "code=25 msg=Invalid signature", 0.0)
         resp = await client.get("/readyz")
         assert resp.status == 503
         assert "paused: gateway systemic error (code_25)" in (await resp.json())["reasons"]
