@@ -84,7 +84,7 @@ def table(rows: list[Row]) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
-    """The results as a Markdown table (for docs/benchmarks.md and the README)."""
+    """The results as a Markdown table (for docs/benchmarks.md)."""
     out = ["| scenario | figure | value | target | result |", "|---|---|---|---|---|"]
     for r in rows:
         result = "" if r.passed is None else ("pass" if r.passed else "**FAIL**")

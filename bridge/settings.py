@@ -438,10 +438,11 @@ def parse_settings(
             [
                 ConfigIssue(
                     file,
-                    dotted(exc.path),
-                    f"environment variable {exc.name} is not set (use ${{{exc.name}:-default}} for a default)",
-                    locator.line(exc.path),
+                    dotted(path),
+                    f"environment variable {name} is {'empty' if name in env else 'not set'}",
+                    locator.line(path),
                 )
+                for name, path in exc.missing
             ]
         ) from None
     source = Path(file) if file != "<config>" else None

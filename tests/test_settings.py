@@ -153,10 +153,32 @@ def test_cli_version() -> None:
     assert r.returncode == 0 and r.stdout.startswith("campus-bridge ")
 
 
-def test_cli_validate_shipped_config_prints_ok() -> None:
-    r = run_cli("validate", "-c", "config/bridge.yaml")
+PRODUCTION_ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka-1.campus.internal:9092",
+    "TOP_GATEWAY_URL": "https://eco.taobao.com/router/rest",
+    "TOP_APP_KEY": "12345678",
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "env"),
+    [("config/demo.yaml", {}), ("config/bridge.yaml", {**PRODUCTION_ENV, "TOP_APP_SECRET": "s"})],
+    ids=["demo", "production"],
+)
+def test_cli_validate_shipped_configs_print_ok(config: str, env: dict[str, str]) -> None:
+    r = run_cli("validate", "-c", config, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok")
+
+
+def test_every_unset_variable_is_reported_at_once(tmp_path: Path) -> None:
+    text = MINIMAL.replace("app_secret: s", "app_secret: ${SECRET_A}").replace("app_key: k", "app_key: ${KEY_B}")
+    with pytest.raises(ConfigError) as ei:
+        load_settings(write(tmp_path, text), env={"KEY_B": ""})
+    assert [i.message for i in ei.value.issues] == [
+        "environment variable KEY_B is empty",
+        "environment variable SECRET_A is not set",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -182,7 +204,8 @@ def test_cli_validate_errors_exit_2_without_traceback(
 
 
 def test_cli_config_show_masks_secrets_and_expands_env() -> None:
-    r = run_cli("config", "show", "-c", "config/bridge.yaml", env={"TOP_APP_SECRET": "real-secret-xyz"})
+    env = {**PRODUCTION_ENV, "TOP_APP_SECRET": "real-secret-xyz"}
+    r = run_cli("config", "show", "-c", "config/bridge.yaml", env=env)
     assert r.returncode == 0, r.stderr
     assert "real-secret-xyz" not in r.stdout
     assert "app_secret: '********'" in r.stdout

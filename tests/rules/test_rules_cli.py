@@ -20,7 +20,7 @@ from bridge.rules import record_key
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "config" / "examples" / "events.jsonl"
 SHIPPED_TESTS = sorted(str(p) for p in (REPO_ROOT / "config" / "rules" / "tests").glob("*.yaml"))
-SHIPPED_CONFIG = REPO_ROOT / "config" / "bridge.yaml"
+SHIPPED_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 
 RULES = """\
 rules:
@@ -239,9 +239,9 @@ def test_shipped_rule_tests_pass(capsys: pytest.CaptureFixture[str], shipped_con
 def test_shipped_config_as_a_subprocess() -> None:
     """The commands the docs show, exactly as a user runs them (from the repo root)."""
     for argv in (
-        ["test", "-c", "config/bridge.yaml", *SHIPPED_TESTS],
-        ["map", "-c", "config/bridge.yaml", "--input", "config/examples/events.jsonl"],
-        ["validate", "-c", "config/bridge.yaml"],
+        ["test", "-c", "config/demo.yaml", *SHIPPED_TESTS],
+        ["map", "-c", "config/demo.yaml", "--input", "config/examples/events.jsonl"],
+        ["validate", "-c", "config/demo.yaml"],
     ):
         done = subprocess.run(
             [sys.executable, "-m", "bridge", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
@@ -251,12 +251,11 @@ def test_shipped_config_as_a_subprocess() -> None:
 
 
 # ------------------------------------------------------------------------------------- the documentation
-DOC = REPO_ROOT / "README.md"  # its "Writing rules" section
+DOC = REPO_ROOT / "docs" / "rules.md"
 
 
 def doc_blocks(kind: str) -> list[str]:
-    readme = DOC.read_text(encoding="utf-8")
-    text = readme.split("\n## Writing rules\n", 1)[1].split("\n## ", 1)[0]
+    text = DOC.read_text(encoding="utf-8")
     return [block.split("```", 1)[0].strip() for block in text.split(f"```{kind}\n")[1:]]
 
 
