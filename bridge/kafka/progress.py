@@ -325,10 +325,15 @@ def _fit(n: int, render: Callable[[int], str], budget: int) -> int:
 # ------------------------------------------------------------------------------------------ decode
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    """The progress read from commit metadata, or None with the reason (None too for empty metadata)."""
+    """The progress read from commit metadata, or None with the reason (None too for empty metadata).
+
+    `kind` names the class of problem for log de-duplication: `corrupt`, `unknown_version`, `foreign`,
+    `other_offset`.
+    """
 
     progress: Progress | None
     problem: str | None = None
+    kind: str | None = None
 
 
 def decode(metadata: str | None, committed: int | None) -> Decoded:
@@ -338,15 +343,15 @@ def decode(metadata: str | None, committed: int | None) -> Decoded:
     try:
         return _decode(metadata, committed)
     except (_Corrupt, ValueError, zlib.error, binascii.Error, OverflowError, MemoryError) as exc:
-        return Decoded(None, f"corrupt commit metadata ({type(exc).__name__}: {exc})")
+        return Decoded(None, f"corrupt commit metadata ({type(exc).__name__}: {exc})", "corrupt")
 
 
 def _decode(metadata: str, committed: int | None) -> Decoded:
     if not metadata.startswith(PREFIX):
         m = _VERSION_RE.match(metadata)
         if m is not None:
-            return Decoded(None, f"commit metadata of unknown version v{m.group(1)} (newer bridge?)")
-        return Decoded(None, "commit metadata not written by campus-bridge")
+            return Decoded(None, f"commit metadata of unknown version v{m.group(1)} (newer bridge?)", "unknown_version")
+        return Decoded(None, "commit metadata not written by campus-bridge", "foreign")
     text = metadata[len(PREFIX) :]
     if not text.isascii():
         raise _Corrupt("not base64")
@@ -358,7 +363,9 @@ def _decode(metadata: str, committed: int | None) -> Decoded:
     r = _Reader(data)
     base = r.varint()
     if committed is None or base != committed:
-        return Decoded(None, f"commit metadata is for offset {base}, but the committed offset is {committed}")
+        return Decoded(
+            None, f"commit metadata is for offset {base}, but the committed offset is {committed}", "other_offset"
+        )
     finished = r.bits(base)
     partial: dict[int, Partial] = {}
     for _ in range(r.varint()):

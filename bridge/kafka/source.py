@@ -388,14 +388,12 @@ class KafkaSource:
     def _restore(self, tp: TopicPartition, offset: int | None, metadata: str) -> Progress | None:
         """What the commit metadata says is finished above `offset` (None if nothing); logs unreadable kinds once."""
         decoded = decode(metadata, offset)
-        if decoded.problem is not None:
-            kind = decoded.problem.split(" (")[0]
-            if kind not in self._metadata_problems:
-                self._metadata_problems.add(kind)
-                log.warning(
-                    "ignoring commit metadata: records above the committed offset will be processed again",
-                    extra={"ctx": {"topic": tp.topic, "partition": tp.partition, "problem": decoded.problem}},
-                )
+        if decoded.kind is not None and decoded.kind not in self._metadata_problems:
+            self._metadata_problems.add(decoded.kind)
+            log.warning(
+                "ignoring commit metadata: records above the committed offset will be processed again",
+                extra={"ctx": {"topic": tp.topic, "partition": tp.partition, "problem": decoded.problem}},
+            )
         progress = decoded.progress
         if progress is None or progress.empty:
             return None

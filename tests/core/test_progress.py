@@ -133,6 +133,7 @@ def test_empty_and_foreign_metadata_mean_nothing_known_with_a_reason_only_for_fo
     assert newer.progress is None and newer.problem is not None and "unknown version v7" in newer.problem
     corrupt = decode(PREFIX + "%%%", 10)
     assert corrupt.progress is None and corrupt.problem is not None and corrupt.problem.startswith("corrupt")
+    assert (foreign.kind, newer.kind, corrupt.kind) == ("foreign", "unknown_version", "corrupt")
 
 
 def test_metadata_for_another_offset_is_ignored() -> None:
@@ -140,6 +141,7 @@ def test_metadata_for_another_offset_is_ignored() -> None:
     assert decode(enc.metadata, 100).progress is not None
     moved = decode(enc.metadata, 90)  # e.g. the group's offsets were reset by an operator
     assert moved.progress is None and moved.problem is not None and "for offset 100" in moved.problem
+    assert moved.kind == "other_offset"
     assert decode(enc.metadata, None).progress is None
 
 
