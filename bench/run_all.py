@@ -15,6 +15,7 @@ Scenarios (docs/benchmarks.md explains each):
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off
   crash                         8. 10 × kill -9 during a 20k-event backlog with 20 % transient failures
+  outage                        a 120 s gateway outage under a 100/s stream, circuit on vs off
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
 Exit status: 0 when every scenario ran (whatever the figures), 1 if one failed to run, 2 on bad arguments;
@@ -39,6 +40,7 @@ from bench.latency import scenario_latency
 from bench.memory import scenario_memory
 from bench.metrics_overhead import scenario_metrics_overhead
 from bench.micro import scenario_gateway_sim, scenario_mapping
+from bench.outage import scenario_outage
 from bench.rate import scenario_rate
 from bench.throughput import scenario_scale_out, scenario_throughput
 
@@ -55,6 +57,7 @@ SCENARIOS: dict[str, Scenario] = {
     "drain": scenario_drain,
     "metrics_overhead": scenario_metrics_overhead,
     "crash": scenario_crash,
+    "outage": scenario_outage,
     "profile": scenario_profile,
 }
 NEEDS_BROKER = frozenset(SCENARIOS) - {"mapping", "gateway_sim"}

@@ -64,6 +64,11 @@ def _default(field: FieldInfo) -> str:
     return f"`{value}`"
 
 
+def _one_line(description: str | None) -> str:
+    """A docstring as one table cell: a line break inside a Markdown table row would end the row."""
+    return " ".join((description or "").split())
+
+
 def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]]:
     rows: list[tuple[str, str, str, str]] = []
     nested: list[tuple[str, type[BaseModel]]] = []
@@ -73,11 +78,10 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str, str]
         key = f"{prefix}{name}"
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            rows.append((key, "section", _default(field), field.description or ""))
+            rows.append((key, "section", _default(field), _one_line(field.description)))
             nested.append((key, ann))
             continue
-        # a docstring may wrap over several lines: one table row each
-        rows.append((key, _type_name(ann), _default(field), " ".join((field.description or "").split())))
+        rows.append((key, _type_name(ann), _default(field), _one_line(field.description)))
     for key, sub in nested:
         rows.extend(_rows(sub, key + "."))
     return rows

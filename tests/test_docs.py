@@ -84,6 +84,8 @@ def test_config_reference_page_is_current() -> None:
     assert START in text and END in text
     current = text.split(START, 1)[1].split(END, 1)[0]
     assert current.strip() == render().strip(), f"run: python -m bridge.configref --write {DOC_PAGE}"
+    rows = [line for line in current.splitlines() if line.startswith("|")]
+    assert rows and all(line.endswith("|") for line in rows), "one table row a line (no line break in a cell)"
 
 
 def test_every_command_in_the_docs_is_run_here_or_covered_by_a_named_test() -> None:

@@ -105,6 +105,7 @@ class KafkaSource:
         self.assigned_once = False
         self.kafka_error: str | None = None  # the last reason the brokers could not be reached
         self._last_broker_ok = time.monotonic()
+        self._reported_unreachable = False
         self._metadata_problems: set[str] = set()  # kinds of unreadable commit metadata already logged
 
     # ----------------------------------------------------------------- lifecycle
@@ -169,11 +170,17 @@ class KafkaSource:
         silent = now - self._last_broker_ok
         return silent if silent > self._k.unreachable_after_seconds else 0.0
 
+    def _broker_answered(self) -> None:
+        """A broker round trip succeeded (a fetch with records, or the watch's metadata probe)."""
+        self._last_broker_ok = time.monotonic()
+        if self._reported_unreachable:
+            self._reported_unreachable = False
+            log.info("kafka reachable again", extra={"ctx": {"bootstrap_servers": self._k.bootstrap_servers}})
+
     async def _watch_broker(self, consumer: AIOKafkaConsumer) -> None:
         """Probe the brokers with a metadata request now and then, so a frozen broker turns /readyz to 503."""
         k = self._k
         interval = max(1.0, min(5.0, k.unreachable_after_seconds / 3))
-        reported = False
         while not self._stopping:
             await asyncio.sleep(interval)
             try:
@@ -183,10 +190,10 @@ class KafkaSource:
             except Exception as exc:
                 self.kafka_error = describe_kafka_error(exc, interval)
             else:
-                self._last_broker_ok = time.monotonic()
+                self._broker_answered()
             silent = self.unreachable_for()
-            if silent and not reported:
-                reported = True
+            if silent and not self._reported_unreachable:
+                self._reported_unreachable = True
                 log.warning(
                     "kafka unreachable: no broker answered; not ready (offsets held, nothing lost)",
                     extra={
@@ -197,9 +204,6 @@ class KafkaSource:
                         }
                     },
                 )
-            elif not silent and reported:
-                reported = False
-                log.info("kafka reachable again", extra={"ctx": {"bootstrap_servers": k.bootstrap_servers}})
 
     def halt(self, reason: str | None) -> None:
         """Systemic pause on (reason) or off (None): fetch nothing while on, keep offsets where they are."""
@@ -231,7 +235,7 @@ class KafkaSource:
                 await asyncio.sleep(1.0)
                 continue
             if data:
-                self._last_broker_ok = time.monotonic()
+                self._broker_answered()
             for tp, records in data.items():
                 part = self.parts.get(tp)
                 if part is None or part.revoked:
