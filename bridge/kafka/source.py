@@ -51,6 +51,7 @@ class RecordSink(Protocol):
 
 
 YIELD_EVERY = 64  # records mapped between two yields to the event loop
+POSITION_WAIT_SECONDS = 15.0  # how long an assignment waits for the new partitions' fetch positions
 
 
 async def fetch_committed(
@@ -361,11 +362,19 @@ class KafkaSource:
 
     # ----------------------------------------------------------------- rebalance
     async def on_assigned(self, assigned: set[TopicPartition], consumer: AIOKafkaConsumer | None = None) -> None:
-        """New partitions: start their watermarks at the committed offset, with what its metadata says is done."""
+        """New partitions: start their watermarks at the committed offset, with what its metadata says is done.
+
+        aiokafka installs the assignment (and starts resolving positions) before it calls this, so the new
+        partitions are paused first, before anything is awaited: a record fetched while their state is being built
+        would have no watermark to join, and a later commit could pass it. The run loop resumes them. Then this
+        waits (bounded) until every new partition has a fetch position, so "assigned" means the consumer knows
+        where it reads from — with `auto_offset_reset: latest`, records produced after that are consumed.
+        """
         consumer = consumer or self._consumer
         new = sorted((tp for tp in assigned if tp not in self.parts or self.parts[tp].revoked), key=_tp_order)
         committed: dict[TopicPartition, tuple[int, str]] = {}
-        if consumer is not None:
+        if consumer is not None and new:
+            consumer.pause(*new)
             try:
                 committed = await fetch_committed(consumer, new)
             except Exception as exc:  # never leave assigned partitions without state (they would stall)
@@ -379,8 +388,11 @@ class KafkaSource:
                 tp.topic,
                 tp.partition,
                 PartitionOffsets(self._k.max_pending_per_partition, offset, metadata),
+                fetch_paused=consumer is not None,
                 restored=self._restore(tp, offset, metadata),
             )
+        if consumer is not None and new:
+            await self._wait_positions(consumer, new)
         self.assigned_once = True
         self._m.rebalances.labels("assigned").inc()
         self._m.assigned_partitions.set(len(self.parts))
@@ -388,6 +400,13 @@ class KafkaSource:
             "partitions assigned",
             extra={"ctx": {"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)}},
         )
+
+    async def _wait_positions(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Until each partition has a fetch position (committed offset, or `auto_offset_reset`); bounded."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(consumer.position(tp) for tp in tps)), POSITION_WAIT_SECONDS)
+        except Exception as exc:  # a revoke meanwhile, a slow broker: fetching resolves it later anyway
+            log.warning("fetch positions not known yet after assignment", extra={"ctx": {"error": repr(exc)}})
 
     def _restore(self, tp: TopicPartition, offset: int | None, metadata: str) -> Progress | None:
         """What the commit metadata says is finished above `offset` (None if nothing); logs unreadable kinds once."""
