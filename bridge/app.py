@@ -44,13 +44,15 @@ class BridgeApp:
         self.settings = settings
         self.metrics = metrics or Metrics(enabled=settings.metrics.enabled)
         self.metrics.prime(rules.ids)
-        self.client = TopClient(settings.gateway)
+        self.client = TopClient(settings.gateway, observer=self.metrics)
         self.dlq = DeadLetterSink(settings.kafka, self.metrics)
         self.engine = DeliveryEngine(
             settings=settings.delivery,
             sender=self._sender(),
             dead_letters=self.dlq,
             metrics=self.metrics,
+            batch_max=settings.gateway.batch.max_messages,
+            batch_wait_seconds=settings.gateway.batch.max_wait_ms / 1000,
             on_pause=self._on_pause,
         )
         self.pipeline = Pipeline(settings, rules, self.engine, self.metrics)

@@ -234,6 +234,21 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        # Rule authoring aids: templates whose path resolved to missing (typos in optional fields show up here).
+        self.template_missing_total = Counter(
+            "bridge_template_missing_total",
+            "Events mapped with a field whose whole-{{ expr }} template resolved to missing (absent key), by rule"
+            " and field (json_data keys as json_data.KEY).",
+            ["rule", "field"],
+            registry=r,
+        )
+        # --- gateway HTTP requests vs messages (batch calls, issue 11): one request may carry 1..50 messages
+        self.gateway_http_requests = Counter(
+            "bridge_gateway_http_requests_total",
+            "HTTP requests sent to the gateway, by endpoint (rest: one message, batch: several).",
+            ["endpoint"],
+            registry=r,
+        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -244,6 +259,8 @@ class Metrics:
         self._e2e_children: dict[str, Any] = {}
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[str, Any] = {}
+        self._missing_children: dict[tuple[str, str], Any] = {}
+        self._http_children: dict[str, Any] = {}
 
     def prime(self, rules: tuple[str, ...] | list[str]) -> None:
         """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
@@ -266,6 +283,8 @@ class Metrics:
         self.records_skipped.labels("already_finished")
         self.messages_skipped.labels("already_finished")
         self.retries.labels("throttled")
+        for endpoint in ("rest", "batch"):
+            self.gateway_http_requests.labels(endpoint)
         for result in ("ok", "failed"):
             self.rules_reloads.labels(result)
 
@@ -293,6 +312,14 @@ class Metrics:
             child = self._match_children[rule] = self.rule_matches.labels(rule)
         child.inc()
 
+    def template_missing(self, rule: str, field: str) -> None:
+        """An event was mapped by `rule` with `field`'s template resolved to missing (`MapResult.missing`)."""
+        key = (rule, field)
+        child = self._missing_children.get(key)
+        if child is None:
+            child = self._missing_children[key] = self.template_missing_total.labels(rule, field)
+        child.inc()
+
     def message_final(self, rule: str, outcome: str) -> None:
         """A message reached a final state."""
         key = (rule, outcome)
@@ -313,8 +340,19 @@ class Metrics:
             dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
         dur.observe(seconds)
 
+    def gateway_http_request(self, endpoint: str) -> None:
+        """One HTTP request to the gateway's `endpoint`: "rest" (one message) or "batch" (several).
+
+        The TopClient calls it for every request it sends (pass the Metrics as its `observer`), so requests
+        the client adds on its own (a 400/413 batch halved, a batch of one sent to /router/rest) count too.
+        """
+        child = self._http_children.get(endpoint)
+        if child is None:
+            child = self._http_children[endpoint] = self.gateway_http_requests.labels(endpoint)
+        child.inc()
+
     def gateway_batch(self, size: int) -> None:
-        """One batch request of `size` messages was sent."""
+        """The engine sent a batch of `size` messages (one `send_batch` call)."""
         self.gateway_batch_size.observe(size)
 
     def delivered_after(self, rule: str, seconds: float) -> None:

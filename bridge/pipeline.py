@@ -132,6 +132,8 @@ class Pipeline:
             self._m.rule_matched(rule)
         for rule in result.empty_fanout:
             self._m.fanout_empty.labels(rule).inc()
+        for rule, field in result.missing:
+            self._m.template_missing(rule, field)
         items = result.items
         if only_rule is not None:
             items = tuple(i for i in items if i.rule == only_rule)

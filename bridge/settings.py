@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from bridge.errors import ConfigError, ConfigIssue
+from bridge.redact import Redactor, redact, register, settings_secrets
 from bridge.yamlsrc import Locator, MissingEnvError, YamlLoadError, dotted, expand_env, load_yaml
 
 DEFAULT_CONFIG = "config/bridge.yaml"
@@ -161,6 +163,15 @@ class KafkaSettings(_Model):
         return self
 
 
+class BatchSettings(_Model):
+    """TOP batch calls (`/router/batch`): several messages in one HTTP request, one result per message."""
+
+    max_messages: int = Field(default=1, ge=1, le=50)
+    """Messages per gateway request; 1 sends each message on its own (`/router/rest`), 2-50 use `/router/batch`."""
+    max_wait_ms: float = Field(default=10.0, ge=0, le=10_000)
+    """How long a batch that is not full may wait for more ready messages before it is sent."""
+
+
 class GatewaySettings(_Model):
     """The TOP gateway: where to send, the app's credentials, how to sign."""
 
@@ -181,15 +192,21 @@ class GatewaySettings(_Model):
     simplify: bool = False
     """Ask for the simplified (unwrapped) success envelope."""
     timeout_seconds: PositiveFloat = 5.0
-    """Per-call timeout; a timeout is retried."""
+    """Per-call timeout on the wire (connect, request, response; not the wait for a connection); retried."""
     max_connections: PositiveInt = 64
-    """Pooled HTTP connections to the gateway."""
+    """Pooled keep-alive HTTP connections to the gateway; calls beyond it wait for one (not timed)."""
+    ssl_cafile: Path | None = None
+    """CA bundle to verify the gateway's HTTPS certificate (default: the system CAs)."""
+    batch: BatchSettings = BatchSettings()
+    """Batch calls; the batch endpoint is `url` with its trailing `/router/rest` replaced by `/router/batch`."""
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         if not re.match(r"^https?://[^/\s]+", v):
             raise ValueError(f"expected an absolute http(s) URL, got {v!r}")
+        if "@" in v.split("/", 3)[2]:
+            raise ValueError("credentials in the URL are not supported")
         return v
 
     @model_validator(mode="after")
@@ -200,6 +217,12 @@ class GatewaySettings(_Model):
             object.__setattr__(self, "app_secret", _read_secret_file(self.app_secret_file, "app_secret"))
         if self.app_secret is None or not self.app_secret.get_secret_value():
             raise ValueError("app_secret is required (from the environment or app_secret_file)")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_endpoint(self) -> Self:
+        if self.batch.max_messages > 1 and not self.url.split("?", 1)[0].endswith("/router/rest"):
+            raise ValueError("batch.max_messages > 1 needs a url whose path ends with /router/rest")
         return self
 
     def secret(self) -> str:
@@ -398,10 +421,39 @@ class Settings(_Model):
         return self.source_path.parent if self.source_path is not None else Path.cwd()
 
 
+def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Key paths of every secret field (typed SecretStr) of `model` and of the sections inside it."""
+    found: set[tuple[str, ...]] = set()
+    for name, info in model.model_fields.items():
+        args = get_args(info.annotation) or (info.annotation,)
+        if SecretStr in args:
+            found.add((*prefix, name))
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found |= _secret_paths(arg, (*prefix, name))
+    return found
+
+
+# Key paths of the secret fields: their inputs are never echoed in errors, their values scrubbed from output.
+SECRET_PATHS = frozenset(_secret_paths(Settings))
+
+
 def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
     """-c/--config wins, then $BRIDGE_CONFIG, then config/bridge.yaml."""
     env = os.environ if env is None else env
     return Path(explicit or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _secret_inputs(data: Any) -> list[str]:
+    """The values given for secret fields in raw config data, whatever their type (to scrub from errors)."""
+    found = []
+    for path in SECRET_PATHS:
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, dict | list):
+            found.append(str(value))
+    return found
 
 
 def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -> list[ConfigIssue]:
@@ -417,7 +469,8 @@ def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -
             msg = msg.removeprefix("Value error, ")
         if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
             given = err["input"]
-            if not isinstance(given, dict | list) and len(repr(given)) < 60 and "secret" not in dotted(loc):
+            secret = any(loc[: len(path)] == path for path in SECRET_PATHS)
+            if not isinstance(given, dict | list) and len(repr(given)) < 60 and not secret and f"{given!r}" not in msg:
                 msg = f"{msg} (got {given!r})"
         issues.append(ConfigIssue(file, dotted(loc), msg, locator.line(loc)))
     return issues
@@ -449,7 +502,9 @@ def parse_settings(
     try:
         return Settings.model_validate({**expanded, "source_path": source})
     except ValidationError as exc:
-        raise ConfigError(_issues_from_validation(file, exc, locator)) from None
+        scrub = Redactor(_secret_inputs(expanded))
+        issues = _issues_from_validation(file, exc, locator)
+        raise ConfigError([replace(i, message=redact(scrub(i.message))) for i in issues]) from None
 
 
 def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
@@ -461,7 +516,9 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
         raise ConfigError([ConfigIssue(str(path), "", exc.message, exc.line)]) from None
     if isinstance(data, dict) and "source_path" in data:
         raise ConfigError([ConfigIssue(str(path), "source_path", "unknown key", locator.line(("source_path",)))])
-    return parse_settings(data, file=str(path), locator=locator, env=env)
+    settings = parse_settings(data, file=str(path), locator=locator, env=env)
+    register(*settings_secrets(settings))  # every output boundary scrubs them from now on (bridge.redact)
+    return settings
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

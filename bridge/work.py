@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from bridge.kafka.offsets import PartitionOffsets
 from bridge.kafka.progress import Progress
 from bridge.models import MobileReceiverMessageEvent, Outcome, RecordMeta
+from bridge.redact import redact
 
 
 @dataclass(slots=True, eq=False)
@@ -80,12 +81,16 @@ class DeadLetter:
     index: int | None = None  # place among the record's mapped items, when the letter is for one of them
 
     def headers(self) -> list[tuple[str, bytes]]:
-        """Original headers followed by the `bridge.*` context headers."""
+        """Original headers followed by the `bridge.*` context headers (secrets scrubbed from the texts).
+
+        Phone numbers are NOT masked here: the dead-letter topic holds the full record (see the docs on
+        protecting it); only credentials that an error text may quote are removed.
+        """
         meta = self.record.meta
         out = list(meta.headers)
         ctx: dict[str, str | int | None] = {
             "bridge.reason": self.reason,
-            "bridge.error": self.message,
+            "bridge.error": redact(self.message),
             "bridge.rule": self.rule,
             "bridge.field": self.field,
             "bridge.code": self.code,
@@ -99,7 +104,7 @@ class DeadLetter:
             "bridge.source_offset": meta.offset,
             "bridge.source_timestamp_ms": meta.timestamp_ms,
         }
-        ctx.update(self.extra_headers)
+        ctx.update((k, redact(v)) for k, v in self.extra_headers.items())
         out.extend((k, str(v).encode()) for k, v in ctx.items() if v is not None)
         if self.payload is not None:
             out.append(("bridge.message", self.payload))

@@ -35,6 +35,7 @@ COVERED_ELSEWHERE = {
     "bridge dlq inspect": "tests/daemon/test_dlq_inspect.py (listing and every filter, on a real broker)",
     "bridge demo": "tests/test_demo.py",
     "bridge gateway-sim": "tests/gateway/test_gateway_cli.py",
+    "bridge check": "tests/test_check.py (against a real broker and the simulator, in process and as processes)",
     "bridge run": "tests/daemon/ (the daemon as a subprocess)",
     "promtool": "tests/observability/test_alerts.py",
     "prometheus --config.file": "tests/observability/test_prometheus_live.py",

@@ -126,6 +126,49 @@ def test_secret_value_never_echoed_in_errors() -> None:
     assert "hunter2" not in str(ei.value)
 
 
+SASL = """\
+  security:
+    protocol: SASL_PLAINTEXT
+    sasl_mechanism: PLAIN
+    sasl_username: bridge
+    sasl_password: SASLPW
+"""
+
+
+@pytest.mark.parametrize(
+    ("mutation", "path", "secret"),
+    [
+        (lambda t: t + "  session: 98765432109876\n", "gateway.session", "98765432109876"),
+        (
+            lambda t: t.replace("gateway:", SASL.replace("SASLPW", "12345678901") + "gateway:"),
+            "kafka.security.sasl_password",
+            "12345678901",
+        ),
+        (lambda t: t.replace("app_secret: s", "app_secret: 31415926535"), "gateway.app_secret", "31415926535"),
+        (
+            lambda t: t + "  url: ftp://gw.example/router/rest?session=sess-in-url-42\n",
+            "gateway.url",
+            "sess-in-url-42",
+        ),
+        (
+            lambda t: (
+                t.replace("app_secret: s", "app_secret: visible-secret-42") + "  url: ftp://gw/?k=visible-secret-42\n"
+            ),
+            "gateway.url",
+            "visible-secret-42",
+        ),
+    ],
+    ids=["session-number", "sasl-password-number", "app-secret-number", "session-in-url", "secret-quoted-elsewhere"],
+)
+def test_cli_validate_never_echoes_a_secret_value(
+    tmp_path: Path, mutation: Callable[[str], str], path: str, secret: str
+) -> None:
+    r = run_cli("validate", "-c", str(write(tmp_path, mutation(MINIMAL))))
+    assert r.returncode == 2
+    assert f": {path}: " in r.stderr, r.stderr
+    assert secret not in r.stderr + r.stdout
+
+
 def test_plain_rules_list_is_taken_as_inline() -> None:
     data = parse_yaml(MINIMAL + "rules:\n  - id: a\n")[0]
     assert parse_settings(data, env={}).rules.inline == [{"id": "a"}]

@@ -4,7 +4,12 @@ Inputs are plain values, never aiohttp objects: a transport failure (kind + mess
 the parsed JSON body (or why it could not be parsed), and the call's latency. Precedence, first match wins:
 
     transport failure       tls / invalid_url -> systemic; timeout, connect, disconnected, ... -> retryable
-    HTTP status != 200      3xx, 401, 403, 404, 405, 407 -> systemic (wrong URL or blocked); others -> retryable
+    HTTP status != 200      400, 413, 422 -> rejected (this request's content; the body size is in the detail)
+                            3xx, 401, 403, 404, 405, 406, 407, 410, 411, 414, 415, 426, 431, 451 -> systemic
+                                (any request to this URL gets it: wrong URL, blocked, or a front end that
+                                refuses the request line or headers, which are the same for every message)
+                            429 -> throttled (everyone waits Retry-After seconds, capped; default ban if absent)
+                            408, 5xx, any other -> retryable
     undecodable / odd body  retryable ("bad_body")
     error_response          sub_code accesscontrol.limited-by-* or codes 3-8 -> throttled (ban_seconds parsed)
                             codes 9, 11-13, 21-34, 42, 53 -> systemic (even with an isv.* sub_code)
@@ -31,8 +36,13 @@ from bridge.gateway.protocol import (
 )
 from bridge.models import Outcome, Verdict
 
-# Statuses that mean "this URL / route is wrong or we are blocked": retrying each message cannot help.
-SYSTEMIC_HTTP_STATUSES = frozenset({401, 403, 404, 405, 407})
+# Statuses that mean "this URL / route is wrong, we are blocked, or the front end refuses what every request
+# shares (request line, headers)": retrying each message cannot help, and no message is at fault.
+SYSTEMIC_HTTP_STATUSES = frozenset({401, 403, 404, 405, 406, 407, 410, 411, 414, 415, 426, 431, 451})
+# Statuses about this request's own content (malformed, too large): retrying the same bytes cannot help.
+REJECTED_HTTP_STATUSES = frozenset({400, 413, 422})
+THROTTLE_HTTP_STATUS = 429
+MAX_RETRY_AFTER_SECONDS = 300.0
 
 
 class TransportKind(StrEnum):
@@ -67,24 +77,21 @@ def classify(
     body: Any = None,
     body_error: str | None = None,
     failure: TransportFailure | None = None,
+    request_bytes: int | None = None,
+    retry_after: str | None = None,
 ) -> Outcome:
     """Classify one gateway call. Pure: same inputs, same Outcome.
 
     Give either `failure` (no response), or `http_status` with the parsed JSON `body` — or `body_error`
-    saying why the body could not be parsed.
+    saying why the body could not be parsed. `request_bytes` (the request body's size) is named in the detail
+    of a refused status; `retry_after` is the Retry-After header of a 429.
     """
     if failure is not None:
         verdict = Verdict.SYSTEMIC if failure.kind in _SYSTEMIC_TRANSPORT else Verdict.RETRYABLE
         detail = f"{failure.kind.value}: {failure.message}" if failure.message else failure.kind.value
         return Outcome(verdict, latency_seconds=latency_seconds, detail=detail)
     if http_status != 200:
-        systemic = http_status is not None and (300 <= http_status < 400 or http_status in SYSTEMIC_HTTP_STATUSES)
-        return Outcome(
-            Verdict.SYSTEMIC if systemic else Verdict.RETRYABLE,
-            latency_seconds=latency_seconds,
-            http_status=http_status,
-            detail=f"http_status: {http_status}",
-        )
+        return _from_status(http_status, latency_seconds, request_bytes, retry_after)
     if body_error is not None:
         return _bad_body(body_error, latency_seconds)
     if not isinstance(body, dict):
@@ -98,6 +105,31 @@ def classify(
     if not isinstance(envelope, dict) or not isinstance(envelope.get("result"), dict):
         return _bad_body("neither error_response nor result", latency_seconds)
     return _from_result(envelope["result"], _text(envelope.get("request_id")), latency_seconds)
+
+
+def _from_status(status: int | None, latency: float, request_bytes: int | None, retry_after: str | None) -> Outcome:
+    detail = f"http_status: {status}"
+    ban_seconds: float | None = None
+    if status is not None and (300 <= status < 400 or status in SYSTEMIC_HTTP_STATUSES):
+        verdict = Verdict.SYSTEMIC
+    elif status in REJECTED_HTTP_STATUSES:
+        verdict = Verdict.REJECTED
+    elif status == THROTTLE_HTTP_STATUS:
+        verdict = Verdict.THROTTLED
+        ban_seconds = parse_retry_after(retry_after)
+    else:
+        verdict = Verdict.RETRYABLE
+    if request_bytes is not None and verdict in (Verdict.REJECTED, Verdict.SYSTEMIC) and status and status >= 400:
+        detail += f" (request body {request_bytes} bytes)"
+    return Outcome(verdict, latency_seconds=latency, http_status=status, ban_seconds=ban_seconds, detail=detail)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds of a `Retry-After: <delta-seconds>` header, capped at MAX_RETRY_AFTER_SECONDS; None otherwise
+    (absent, or an HTTP date: the engine's default ban applies)."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), MAX_RETRY_AFTER_SECONDS)
 
 
 def _bad_body(reason: str, latency_seconds: float) -> Outcome:

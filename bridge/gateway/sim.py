@@ -2,7 +2,14 @@
 
 `POST|GET /router/rest` takes system parameters from the query string and/or the form body, checks them
 like the gateway (`simcheck`), throttles per app key (`simstate.Throttle`), validates the business parameter,
-injects the configured faults and records what it accepted, de-duplicated by `msg_key`. Control API:
+injects the configured faults and records what it accepted, de-duplicated by `msg_key`. It also answers
+`taobao.time.get` (same checks, answers its clock, records nothing); the `Date` header of gateway answers
+follows that clock too (`clock`, skewable for tests: `bridge gateway-sim --clock-offset-seconds`).
+`POST /router/batch` takes a batch (`bridge.gateway.batch`): the batch's checks and the throttle (N calls
+count N; a ban refuses the whole batch with one error response) apply to the request, the request faults
+(drop, hang, 502/503, bad body, latency) to all its calls, and each call gets its own method and business
+checks, isp/business faults and answer, joined in order. A body over `max_body_bytes` is answered 413.
+Control API:
 
     GET  /_sim/messages[?msg_key=K]   accepted messages with receive count and times
     GET  /_sim/stats                  counters (accepted, duplicates, refusals by code, bans, ...)
@@ -19,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import formatdate
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -27,19 +35,23 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
+from bridge.gateway import batch
 from bridge.gateway.protocol import (
     APP_LIMIT_SUB_CODE,
     BUSINESS_PARAM,
     MESSAGES,
+    TIME_METHOD,
     ban_message,
     error_body,
     response_body,
     result_object,
+    time_body,
 )
-from bridge.gateway.simcheck import Refusal, RequestChecker, check_message
+from bridge.gateway.simcheck import Refusal, RequestChecker, check_message, check_method
 from bridge.gateway.simstate import Faults, SimState
 
 PATH: Final = "/router/rest"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _JSON: Final = "application/json"
 _FORM: Final = "application/x-www-form-urlencoded"
 _HTML_ERRORS: Final = {
@@ -47,6 +59,7 @@ _HTML_ERRORS: Final = {
     503: b"<html><body><h1>503 Service Unavailable</h1></body></html>",
 }
 _BAD_BODY: Final = b'<html><body>{"alibaba_campus_mc_message_sendmessagetomobile_response":'
+_TOO_LARGE: Final = b"<html><body><h1>413 Request Entity Too Large</h1></body></html>"
 # The page's own error example, used for recipients in reject_mobile_prefixes.
 REJECT_REFUSAL: Final = Refusal(50, "Remote service error", "isv.invalid-parameter", "非法参数")
 ISP_REFUSAL: Final = Refusal(15, MESSAGES[15], "isp.top-remote-service-unavailable", "远程服务暂不可用")
@@ -92,17 +105,20 @@ class SimGateway:
         self._stopping = asyncio.Event()
         self._rid_prefix = secrets.token_hex(3)
         self._seq = 0
+        self._date_second, self._date_text = -1, ""
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.port = 0
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._size_limit])
         self.app.router.add_route("POST", PATH, self._gateway)
         self.app.router.add_route("GET", PATH, self._gateway)
+        self.app.router.add_route("POST", batch.BATCH_PATH, self._batch)
         self.app.router.add_get("/_sim/messages", self._messages)
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_get("/_sim/faults", self._get_faults)
         self.app.router.add_post("/_sim/faults", self._set_faults)
         self.app.router.add_post("/_sim/reset", self._reset)
+        self.app.on_response_prepare.append(self._date_header)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> str:
@@ -158,6 +174,89 @@ class SimGateway:
         state.stats.total_requests += 1
         raw = await request.read()
         fault = state.draw_fault()
+        faulted = await self._request_fault(request, fault)
+        if faulted is not None:
+            return faulted
+        stats = state.stats  # after the awaits: a reset meanwhile replaced it
+
+        params = parse_params(request.query, raw, request.content_type)
+        refusal = self.checker.check_system(params, self._clock())
+        if refusal is not None:
+            return self._error(refusal)
+        ban_left = state.throttle.admit(self._monotonic())
+        if ban_left is not None:
+            return self._error(Refusal(7, MESSAGES[7], APP_LIMIT_SUB_CODE, ban_message(ban_left)))
+        if params["method"] == TIME_METHOD:  # the gateway's clock; nothing is sent or recorded
+            body = time_body(self._clock(), self._request_id(), simplify=params.get("simplify") == "true")
+            return web.Response(body=orjson.dumps(body), content_type=_JSON)
+        message, refusal = check_message(params.get(BUSINESS_PARAM))
+        if refusal is not None:
+            return self._error(refusal)
+        assert message is not None
+        if fault == "isp_error":
+            return self._error(ISP_REFUSAL)
+        if state.rejects_mobile(message.get("mobile_receiver")):
+            return self._error(REJECT_REFUSAL)
+        request_id = self._request_id()
+        if fault == "business_failure":
+            stats.business_failures += 1
+            result = result_object(request_id, success=False, **BUSINESS_FAILURE)
+        else:
+            state.record(message["msg_key"], message, self._clock())
+            result = result_object(request_id)
+        body = response_body(result, request_id, simplify=params.get("simplify") == "true")
+        return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The HTTP `Date` of gateway answers comes from the gateway's clock, like the timestamp check."""
+        if request.path not in (PATH, batch.BATCH_PATH):
+            return
+        now = int(self._clock())
+        if now != self._date_second:
+            self._date_second, self._date_text = now, formatdate(now, usegmt=True)
+        response.headers["Date"] = self._date_text
+
+    @web.middleware
+    async def _size_limit(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """HTTP 413 for a gateway request whose body is over `max_body_bytes` (like a front end's limit)."""
+        limit = self.state.faults.max_body_bytes
+        if limit and request.path in (PATH, batch.BATCH_PATH) and (request.content_length or 0) > limit:
+            await request.read()  # drained, so the connection stays usable
+            stats = self.state.stats
+            stats.total_requests += 1
+            stats.http_errors["413"] = stats.http_errors.get("413", 0) + 1
+            return web.Response(status=413, body=_TOO_LARGE, content_type="text/html")
+        return await handler(request)
+
+    async def _batch(self, request: web.Request) -> web.StreamResponse:
+        state = self.state
+        state.stats.total_requests += 1
+        raw = await request.read()
+        faulted = await self._request_fault(request, state.draw_request_fault())
+        if faulted is not None:
+            return faulted
+        stats = state.stats  # after the awaits: a reset meanwhile replaced it
+        stats.batches += 1
+        separator = request.headers.get(batch.SEPARATOR_HEADER) or batch.SEPARATOR
+        text = raw.decode("utf-8", "replace")
+        refusal = self.checker.check_batch(dict(request.query), text, self._clock())
+        if refusal is not None:
+            return self._error(refusal)
+        public, calls = batch.parse_body(text, separator)
+        if not calls:
+            return self._error(Refusal(40, f"{MESSAGES[40]}:batch calls"))
+        stats.batch_messages += len(calls)
+        ban_left = state.throttle.admit(self._monotonic(), len(calls))
+        if ban_left is not None:
+            return self._error(Refusal(7, MESSAGES[7], APP_LIMIT_SUB_CODE, ban_message(ban_left)))
+        simplify = request.query.get("simplify") == "true"
+        bodies = [orjson.dumps(self._answer_call({**public, **call}, simplify)) for call in calls]
+        return web.Response(body=batch.join_responses(bodies, separator), content_type="text/plain")
+
+    async def _request_fault(self, request: web.Request, fault: str | None) -> web.Response | None:
+        """Apply the latency and the request's transport fault: the answer for a drop, a 502/503 or a bad body,
+        else None (after a hang, the request goes on)."""
+        state = self.state
         faults = state.faults
         if faults.latency_ms or faults.latency_jitter_ms:
             await asyncio.sleep(state.latency_seconds())
@@ -178,31 +277,35 @@ class SimGateway:
         if fault == "bad_body":
             stats.bad_bodies += 1
             return web.Response(body=_BAD_BODY, content_type="text/html")
+        return None
 
-        params = parse_params(request.query, raw, request.content_type)
-        refusal = self.checker.check_system(params, self._clock())
-        if refusal is not None:
-            return self._error(refusal)
-        ban_left = state.throttle.admit(self._monotonic())
-        if ban_left is not None:
-            return self._error(Refusal(7, MESSAGES[7], APP_LIMIT_SUB_CODE, ban_message(ban_left)))
-        message, refusal = check_message(params.get(BUSINESS_PARAM))
-        if refusal is not None:
-            return self._error(refusal)
-        assert message is not None
-        if fault == "isp_error":
-            return self._error(ISP_REFUSAL)
-        if state.rejects_mobile(message.get("mobile_receiver")):
-            return self._error(REJECT_REFUSAL)
-        request_id = self._request_id()
-        if fault == "business_failure":
-            stats.business_failures += 1
-            result = result_object(request_id, success=False, **BUSINESS_FAILURE)
-        else:
-            state.record(message["msg_key"], message, self._clock())
-            result = result_object(request_id)
-        body = response_body(result, request_id, simplify=params.get("simplify") == "true")
-        return web.Response(body=orjson.dumps(body), content_type=_JSON)
+    def _answer_call(self, params: dict[str, str], simplify: bool) -> dict[str, Any]:
+        """The response body of one call in a batch (an envelope or an error_response)."""
+        state = self.state
+        refusal = check_method(params)
+        message: dict[str, Any] | None = None
+        if refusal is None:
+            message, refusal = check_message(params.get(BUSINESS_PARAM))
+        if refusal is None:
+            assert message is not None
+            fault = state.draw_call_fault()
+            if fault == "isp_error":
+                refusal = ISP_REFUSAL
+            elif state.rejects_mobile(message.get("mobile_receiver")):
+                refusal = REJECT_REFUSAL
+            else:
+                request_id = self._request_id()
+                if fault == "business_failure":
+                    state.stats.business_failures += 1
+                    result = result_object(request_id, success=False, **BUSINESS_FAILURE)
+                else:
+                    state.record(message["msg_key"], message, self._clock())
+                    result = result_object(request_id)
+                return response_body(result, request_id, simplify=simplify)
+        state.stats.refuse(refusal.code)
+        return error_body(
+            refusal.code, refusal.msg, sub_code=refusal.sub_code, sub_msg=refusal.sub_msg, request_id=self._request_id()
+        )
 
     async def _hang(self, seconds: float) -> bool:
         """Hold the request for `seconds`; True if the simulator is stopping meanwhile."""

@@ -2,10 +2,13 @@
 
 System parameters first (each with its "missing" and "invalid" code):
 
-    method 21/22 · app_key 28/29 · v 32/33 · format 23 · timestamp 30/31 (format, ±10 min skew)
-    · sign 24/25 (md5, hmac, hmac-sha256 over query + body)
+    method 21/22 (sendmessagetomobile or taobao.time.get) · app_key 28/29 · v 32/33 · format 23
+    · timestamp 30/31 (format, ±10 min skew) · sign 24/25 (md5, hmac, hmac-sha256 over query + body)
 
-then the business parameter `mobile_receiver_message_event`, as the API page describes it:
+A batch (`check_batch`) gets the same checks but `method` over its query, with the whole body appended to
+the signed string; each call in it is then checked for its method (`check_method`) and business parameter.
+
+Then the business parameter `mobile_receiver_message_event`, as the API page describes it:
 
     absent -> 40 · not a JSON object, unknown field, wrong JSON type -> 41 · required field missing -> 40
     · msg_key not UUID text, event_type not one of the three, json_data not JSON, mobile_receiver missing for
@@ -28,6 +31,7 @@ from bridge.gateway.protocol import (
     MESSAGES,
     METHOD,
     SIGN_METHODS,
+    TIME_METHOD,
     parse_timestamp,
 )
 from bridge.gateway.sign import Signer, canonical_string
@@ -74,11 +78,14 @@ class RequestChecker:
 
     def check_system(self, params: dict[str, str], now: float) -> Refusal | None:
         """The gateway-level checks; `now` is epoch seconds. None when the call may go on."""
-        method = params.get("method")
-        if not method:
-            return _refuse(21)
-        if method != METHOD:
-            return _refuse(22)
+        refusal = check_method(params, (METHOD, TIME_METHOD))
+        return refusal if refusal is not None else self._check_app(params, now, "")
+
+    def check_batch(self, query: dict[str, str], body: str, now: float) -> Refusal | None:
+        """The checks of a batch as a whole: its query's system parameters, signed with the body appended."""
+        return self._check_app(query, now, body)
+
+    def _check_app(self, params: dict[str, str], now: float, body: str) -> Refusal | None:
         app_key = params.get("app_key")
         if not app_key:
             return _refuse(28)
@@ -107,9 +114,20 @@ class RequestChecker:
         signer = self._signers.get(params.get("sign_method") or "md5")
         if signer is None:
             return _refuse(25, sub_msg="sign_method must be md5, hmac or hmac-sha256")
-        if signer.sign_canonical(canonical_string(params)) != given.upper():
+        if signer.sign_canonical(canonical_string(params) + body) != given.upper():
             return _refuse(25)
         return None
+
+
+def check_method(params: dict[str, str], allowed: tuple[str, ...] = (METHOD,)) -> Refusal | None:
+    """21 without a method, 22 for one not `allowed` (sendmessagetomobile; a REST call may also be
+    taobao.time.get); None when allowed."""
+    method = params.get("method")
+    if not method:
+        return _refuse(21)
+    if method not in allowed:
+        return _refuse(22)
+    return None
 
 
 def check_message(raw: str | None) -> tuple[dict[str, Any] | None, Refusal | None]:

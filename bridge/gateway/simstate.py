@@ -14,6 +14,9 @@ from typing import Any
 
 # The exclusive per-request faults, in the order one uniform draw is compared against their rates.
 FAULT_KINDS = ("drop", "hang", "http_502", "http_503", "bad_body", "isp_error", "business_failure")
+# In a batch, the first five hit the HTTP request (all its calls); the last two hit each call on its own.
+REQUEST_FAULTS = FAULT_KINDS[:5]
+CALL_FAULTS = FAULT_KINDS[5:]
 _RATE_FIELDS = {
     "drop": "drop_rate",
     "hang": "hang_rate",
@@ -30,7 +33,9 @@ class Faults:
     """Everything that can be tuned at start (CLI flags) and at run time (`POST /_sim/faults`).
 
     Rates are probabilities per request and exclusive: at most one fault hits a request, so they must add
-    up to at most 1. Latency is `latency_ms` plus a uniform `0..latency_jitter_ms`. `qps` 0 = unlimited.
+    up to at most 1. Latency is `latency_ms` plus a uniform `0..latency_jitter_ms`. `qps` 0 = unlimited;
+    a batch of N calls counts N against it. A request body over `max_body_bytes` (0 = no limit) is answered
+    HTTP 413.
     """
 
     qps: int = 0
@@ -47,10 +52,13 @@ class Faults:
     business_failure_rate: float = 0.0
     reject_mobile_prefixes: tuple[str, ...] = ()
     seed: int | None = None
+    max_body_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.qps < 0:
             raise ValueError("qps must be >= 0 (0 = unlimited)")
+        if self.max_body_bytes < 0:
+            raise ValueError("max_body_bytes must be >= 0 (0 = no limit)")
         for name in ("ban_seconds", "latency_ms", "latency_jitter_ms", "hang_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -79,10 +87,10 @@ class Faults:
         out["reject_mobile_prefixes"] = list(self.reject_mobile_prefixes)
         return out
 
-    def cumulative(self) -> tuple[tuple[float, str], ...]:
-        """(upper bound, fault kind) for the faults with a non-zero rate, in FAULT_KINDS order."""
+    def cumulative(self, kinds: tuple[str, ...] = FAULT_KINDS) -> tuple[tuple[float, str], ...]:
+        """(upper bound, fault kind) for the `kinds` with a non-zero rate, in FAULT_KINDS order."""
         bounds, acc = [], 0.0
-        for kind in FAULT_KINDS:
+        for kind in kinds:
             rate = float(getattr(self, _RATE_FIELDS[kind]))
             if rate > 0:
                 acc += rate
@@ -101,9 +109,9 @@ def _coerce(key: str, value: Any) -> Any:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError("seed must be an integer or null")
         return value
-    if key == "qps":
+    if key in ("qps", "max_body_bytes"):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("qps must be an integer")
+            raise ValueError(f"{key} must be an integer")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{key} must be a number")
@@ -113,7 +121,8 @@ def _coerce(key: str, value: Any) -> Any:
 class Throttle:
     """App-level QPS limit with a sliding one-second window; exceeding it starts a ban.
 
-    During a ban every call is refused (and counted); the window starts empty after the ban.
+    During a ban every call is refused (and counted); the window starts empty after the ban. A batch is
+    admitted whole or not at all: its N calls must all fit in the window, else the ban starts.
     """
 
     __slots__ = ("ban_seconds", "ban_until", "bans", "calls_during_ban", "qps", "window")
@@ -126,19 +135,19 @@ class Throttle:
         self.bans = 0
         self.calls_during_ban = 0
 
-    def admit(self, now: float) -> int | None:
-        """None if the call may pass, else the whole seconds of ban left (for the sub_msg, at least 1)."""
+    def admit(self, now: float, calls: int = 1) -> int | None:
+        """None if the `calls` may pass, else the whole seconds of ban left (for the sub_msg, at least 1)."""
         if not self.qps:
             return None
         if now < self.ban_until:
-            self.calls_during_ban += 1
+            self.calls_during_ban += calls
             return max(1, math.ceil(self.ban_until - now))
         window = self.window
         edge = now - 1.0
         while window and window[0] <= edge:
             window.popleft()
-        if len(window) < self.qps:
-            window.append(now)
+        if len(window) + calls <= self.qps:
+            window.extend([now] * calls)
             return None
         self.bans += 1
         self.ban_until = now + self.ban_seconds
@@ -183,6 +192,8 @@ class Stats:
     hung: int = 0
     bad_bodies: int = 0
     business_failures: int = 0
+    batches: int = 0
+    batch_messages: int = 0
 
     def refuse(self, code: int) -> None:
         """Count one error_response."""
@@ -200,7 +211,7 @@ class SimState:
         self.throttle = Throttle(faults.qps, faults.ban_seconds)
         self.messages: dict[str, MessageRecord] = {}
         self.stats = Stats()
-        self._bounds = faults.cumulative()
+        self._set_bounds()
 
     def set_faults(self, faults: Faults) -> None:
         """Apply new knobs; a new seed restarts the random sequence. The throttle keeps its window."""
@@ -209,7 +220,7 @@ class SimState:
         self.faults = faults
         self.throttle.qps = faults.qps
         self.throttle.ban_seconds = faults.ban_seconds
-        self._bounds = faults.cumulative()
+        self._set_bounds()
 
     def reset(self) -> None:
         """Forget messages, stats, bans and runtime fault changes: back to the start configuration."""
@@ -218,14 +229,30 @@ class SimState:
         self.throttle = Throttle(self.faults.qps, self.faults.ban_seconds)
         self.messages.clear()
         self.stats = Stats()
+        self._set_bounds()
+
+    def _set_bounds(self) -> None:
         self._bounds = self.faults.cumulative()
+        self._request_bounds = self.faults.cumulative(REQUEST_FAULTS)
+        self._call_bounds = self.faults.cumulative(CALL_FAULTS)
 
     def draw_fault(self) -> str | None:
-        """The fault for the next request (one uniform draw), or None. No draw when no rate is set."""
-        if not self._bounds:
+        """The fault for the next single call (one uniform draw), or None. No draw when no rate is set."""
+        return self._draw(self._bounds)
+
+    def draw_request_fault(self) -> str | None:
+        """The fault for a whole batch request (drop, hang, HTTP 502/503, bad body), or None."""
+        return self._draw(self._request_bounds)
+
+    def draw_call_fault(self) -> str | None:
+        """The fault for one call inside a batch (isp_error, business_failure), or None."""
+        return self._draw(self._call_bounds)
+
+    def _draw(self, bounds: tuple[tuple[float, str], ...]) -> str | None:
+        if not bounds:
             return None
         u = self.rng.random()
-        for bound, kind in self._bounds:
+        for bound, kind in bounds:
             if u < bound:
                 return kind
         return None
@@ -268,6 +295,8 @@ class SimState:
             "hung": s.hung,
             "bad_bodies": s.bad_bodies,
             "business_failures": s.business_failures,
+            "batches": s.batches,
+            "batch_messages": s.batch_messages,
             "bans": self.throttle.bans,
             "calls_during_ban": self.throttle.calls_during_ban,
         }

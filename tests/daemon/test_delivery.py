@@ -5,17 +5,30 @@ from __future__ import annotations
 import signal
 import time
 from collections import defaultdict
+from typing import Any
 
 import orjson
-from harness import Harness, note, wait_until
+import pytest
+from harness import NOTE_RULE, Harness, note, wait_until
 
 from bridge.gateway.simstate import Faults
 
+# The fault matrix runs with single calls and with TOP batch calls (gateway.batch.max_messages: 10).
+BATCHING = pytest.mark.parametrize("batch", [1, 10], ids=["single", "batch10"])
 
-async def test_happy_path_delivers_every_event_across_partitions_and_commits_to_the_end(harness: Harness) -> None:
+
+def batching(batch: int) -> dict[str, Any]:
+    """The gateway section of a config with this batch size."""
+    return {"batch": {"max_messages": batch, "max_wait_ms": 5}}
+
+
+@BATCHING
+async def test_happy_path_delivers_every_event_across_partitions_and_commits_to_the_end(
+    harness: Harness, batch: int
+) -> None:
     h = harness
     await h.start_sim()
-    proc = await h.start_bridge(h.config())
+    proc = await h.start_bridge(h.config(gateway=batching(batch)))
     events = [note(i, to=f"1380000{i % 50:04d}") for i in range(300)]
     await h.produce(events, key=lambda e: e["to"].encode())
     got = await h.wait_accepted({e["id"] for e in events})
@@ -52,7 +65,10 @@ async def test_kill_9_mid_stream_then_restart_delivers_everything_duplicates_onl
     assert proc2.stop() == 0
 
 
-async def test_gateway_faults_isp_503_timeouts_and_dropped_connections_all_end_delivered(harness: Harness) -> None:
+@BATCHING
+async def test_gateway_faults_isp_503_timeouts_and_dropped_connections_all_end_delivered(
+    harness: Harness, batch: int
+) -> None:
     h = harness
     faults = Faults(
         isp_error_rate=0.1,
@@ -65,7 +81,9 @@ async def test_gateway_faults_isp_503_timeouts_and_dropped_connections_all_end_d
         seed=7,
     )
     await h.start_sim(faults)
-    proc = await h.start_bridge(h.config(gateway={"timeout_seconds": 0.5}, delivery={"retry": {"max_attempts": 20}}))
+    proc = await h.start_bridge(
+        h.config(gateway={"timeout_seconds": 0.5, **batching(batch)}, delivery={"retry": {"max_attempts": 20}})
+    )
     events = [note(i, to=f"1370000{i % 40:04d}") for i in range(200)]
     await h.produce(events)
     await h.wait_accepted({e["id"] for e in events}, timeout=90)
@@ -77,12 +95,13 @@ async def test_gateway_faults_isp_503_timeouts_and_dropped_connections_all_end_d
     assert stats["dropped"] > 0 and stats["hung"] > 0 and stats["http_errors"]
 
 
+@BATCHING
 async def test_throttling_below_configured_rate_shared_cooldown_no_calls_during_ban_nothing_dead_lettered(
-    harness: Harness,
+    harness: Harness, batch: int
 ) -> None:
     h = harness
     await h.start_sim(Faults(qps=25, ban_seconds=1))
-    cfg = h.config(delivery={"max_in_flight": 4, "rate_limit": {"per_second": 60, "burst": 5}})
+    cfg = h.config(gateway=batching(batch), delivery={"max_in_flight": 4, "rate_limit": {"per_second": 60, "burst": 5}})
     proc = await h.start_bridge(cfg)
     events = [note(i, to=f"1360000{i % 30:04d}") for i in range(150)]
     await h.produce(events)
@@ -99,10 +118,13 @@ async def test_throttling_below_configured_rate_shared_cooldown_no_calls_during_
     assert m['bridge_messages_total{outcome="delivered",rule="note"}'] == 150
 
 
-async def test_permanent_rejections_dead_letter_exactly_those_with_headers_and_do_not_stall(harness: Harness) -> None:
+@BATCHING
+async def test_permanent_rejections_dead_letter_exactly_those_with_headers_and_do_not_stall(
+    harness: Harness, batch: int
+) -> None:
     h = harness
     await h.start_sim(Faults(reject_mobile_prefixes=("1999",)))
-    proc = await h.start_bridge(h.config())
+    proc = await h.start_bridge(h.config(gateway=batching(batch)))
     events = [note(i, to=("19990000001" if i % 10 == 3 else f"1350000{i:04d}")) for i in range(100)]
     await h.produce(events, partition=0)
     good = {e["id"] for e in events if not e["to"].startswith("1999")}
@@ -174,10 +196,11 @@ async def test_poison_records_are_dead_lettered_and_later_records_delivered(harn
     assert m["bridge_records_invalid_total"] == 4
 
 
-async def test_per_recipient_order_is_kept_under_random_latency(harness: Harness) -> None:
+@BATCHING
+async def test_per_recipient_order_is_kept_under_random_latency(harness: Harness, batch: int) -> None:
     h = harness
     await h.start_sim(Faults(latency_ms=1, latency_jitter_ms=25, isp_error_rate=0.05, seed=3))
-    await h.start_bridge(h.config(delivery={"max_in_flight": 64, "ordering": "recipient"}))
+    await h.start_bridge(h.config(gateway=batching(batch), delivery={"max_in_flight": 64, "ordering": "recipient"}))
     recipients = [f"1330000{r:04d}" for r in range(8)]
     events = [note(i, to=recipients[i % 8]) for i in range(240)]
     # spread one recipient's events over several partitions: order is per recipient, not per partition
@@ -228,3 +251,22 @@ async def test_stale_events_are_skipped_and_counted_not_sent(harness: Harness) -
     assert not (got.keys() & {e["id"] for e in stale})
     m = await h.metrics(proc)
     assert m['bridge_messages_total{outcome="skipped_stale",rule="note"}'] == 5
+
+
+async def test_a_template_path_that_resolves_to_missing_is_counted_and_the_message_still_goes(
+    harness: Harness,
+) -> None:
+    h = harness
+    await h.start_sim()
+    rule = {**NOTE_RULE, "message": {**NOTE_RULE["message"], "company_id": "{{ event.tenant.company_id }}"}}
+    proc = await h.start_bridge(h.config(rules={"inline": [rule]}))
+    await h.produce([note(1), note(2, tenant={"company_id": "c-9"})], partition=0)
+    got = await h.wait_accepted({"n1", "n2"})
+    assert h.sim is not None
+    companies = {
+        orjson.loads(r.message["json_data"])["id"]: r.message.get("company_id") for r in h.sim.state.messages.values()
+    }
+    assert companies == {"n1": None, "n2": "c-9"}
+    assert set(got) == {"n1", "n2"}
+    m = await h.metrics(proc)
+    assert m['bridge_template_missing_total{field="company_id",rule="note"}'] == 1

@@ -6,10 +6,14 @@
 - ``gateway_settings(url, **overrides)`` and ``message(**overrides)``: plain factories.
 - ``http``: an aiohttp ClientSession for raw requests (control API, hand-made gateway calls).
 - ``signed_params(...)``: system + business parameters signed like a correct client would.
+- ``serve(app, ssl_context=None)``: an aiohttp app served on a free port of 127.0.0.1 (async context manager
+  yielding the gateway URL `http(s)://127.0.0.1:PORT/router/rest`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,6 +21,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bridge.gateway.protocol import BUSINESS_PARAM, METHOD, SIGN_METHODS, format_timestamp
 from bridge.gateway.sign import sign
@@ -116,3 +121,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain aiohttp session for raw requests."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Serve `app` on a free port of 127.0.0.1 (HTTPS with `ssl_context`); yields its /router/rest URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        await site.start()
+        scheme = "https" if ssl_context is not None else "http"
+        yield f"{scheme}://127.0.0.1:{runner.addresses[0][1]}/router/rest"
+    finally:
+        await runner.cleanup()

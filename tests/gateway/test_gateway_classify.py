@@ -83,9 +83,40 @@ CASES: list[tuple[str, dict[str, Any], Verdict, dict[str, Any]]] = [
     ("code-as-text", {"body": err("25", msg="Invalid signature")}, S, {"code": 25, "msg": "Invalid signature"}),
     *[
         (f"http-{s}", {"http_status": s}, R, {"http_status": s, "detail": f"http_status: {s}"})
-        for s in (500, 502, 503, 504, 429, 400)
+        for s in (500, 502, 503, 504, 408, 409, 421)
     ],
     *[(f"http-{s}", {"http_status": s}, S, {"http_status": s}) for s in (301, 302, 401, 403, 404, 405, 407)],
+    # 4xx that retrying the same request cannot fix: this request's content -> rejected, with its size ...
+    *[
+        (
+            f"http-{s}-rejected",
+            {"http_status": s, "request_bytes": 2_000_123},
+            J,
+            {"http_status": s, "detail": f"http_status: {s} (request body 2000123 bytes)"},
+        )
+        for s in (400, 413, 422)
+    ],
+    # ... what every request to this URL shares (request line, headers, media type) -> systemic, no DLQ flood
+    *[
+        (
+            f"http-{s}-systemic",
+            {"http_status": s, "request_bytes": 512},
+            S,
+            {"http_status": s, "detail": f"http_status: {s} (request body 512 bytes)"},
+        )
+        for s in (406, 410, 411, 414, 415, 426, 431, 451)
+    ],
+    ("http-413-size-unknown", {"http_status": 413}, J, {"detail": "http_status: 413"}),
+    ("http-429-retry-after", {"http_status": 429, "retry_after": "7"}, T, {"ban_seconds": 7.0, "http_status": 429}),
+    ("http-429-retry-after-capped", {"http_status": 429, "retry_after": " 86400 "}, T, {"ban_seconds": 300.0}),
+    ("http-429-no-retry-after", {"http_status": 429}, T, {"ban_seconds": None, "detail": "http_status: 429"}),
+    (
+        "http-429-retry-after-date",
+        {"http_status": 429, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"},
+        T,
+        {"ban_seconds": None},
+    ),
+    ("http-503-retry-after-ignored", {"http_status": 503, "retry_after": "5"}, R, {"ban_seconds": None}),
     (
         "not-json",
         {"http_status": 200, "body_error": "not JSON: b'<html>'"},

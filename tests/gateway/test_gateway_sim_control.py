@@ -54,6 +54,8 @@ async def test_messages_are_deduplicated_with_counts(sim: SimGateway, http: aioh
         "hung": 0,
         "bad_bodies": 0,
         "business_failures": 0,
+        "batches": 0,
+        "batch_messages": 0,
         "bans": 0,
         "calls_during_ban": 0,
     }
