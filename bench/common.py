@@ -320,18 +320,23 @@ def produce_paced(
     return asyncio.run(_produce_paced(bootstrap, topic, partitions, rate=rate, seconds=seconds, start=start))
 
 
-async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+async def _committed(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, str]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+    return {tp.partition: (meta.offset, meta.metadata) for tp, meta in offsets.items() if tp.topic == topic}
 
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The group's committed offsets on the topic."""
+    return {p: offset for p, (offset, _) in committed_with_metadata(bootstrap, group, topic).items()}
+
+
+def committed_with_metadata(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, str]]:
+    """The group's committed (offset, commit metadata) per partition of the topic."""
     return asyncio.run(_committed(bootstrap, group, topic))
 
 
@@ -481,6 +486,10 @@ class World:
         if status != 200:
             raise RuntimeError(f"simulator stats: HTTP {status}")
         return dict(orjson.loads(body))
+
+    def accepted_ids(self) -> set[str]:
+        """The event ids (`json_data.id`) of every message the simulator accepted."""
+        return {orjson.loads(m["message"]["json_data"])["id"] for m in self.sim_messages()}
 
     def sim_messages(self) -> list[dict[str, Any]]:
         """GET /_sim/messages (every accepted msg_key with its first_received time)."""

@@ -16,8 +16,6 @@ import subprocess
 import time
 from typing import Any
 
-import orjson
-
 from bench.common import ScenarioResult, World, committed, log, median, produce_backlog, wait_accepted
 
 EVENTS = 60_000
@@ -49,7 +47,7 @@ def run_once(events: int) -> dict[str, Any]:
         got = wait_accepted(world, events, timeout=max(120, events / 200))
         all_committed = world.committed_to_end(timeout=30)
         stats = world.sim_stats()
-        ids = {orjson.loads(m["message"]["json_data"])["id"] for m in world.sim_messages()}
+        ids = world.accepted_ids()
         second.stop()
     expected = {f"n{i}" for i in range(events)}
     return {

@@ -16,6 +16,7 @@ Scenarios (docs/benchmarks.md explains each):
   metrics_overhead              7. (1) with metrics on vs off
   shared_quota                  8. three bridges sharing 300/s through Redis for 60 s
   failover                      9. kill -9 and restart: seconds until partitions are held again (static vs dynamic)
+  crash                         10. 10 × kill -9 during a 20k-event backlog with 20 % transient failures
   outage                        a 120 s gateway outage under a 100/s stream, circuit on vs off
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS_DIR, Row, ScenarioResult, broker, log, machine, save_json, system_cpu
+from bench.crash import scenario_crash
 from bench.drain import scenario_drain
 from bench.failover import scenario_failover
 from bench.hotspots import py_spy, scenario_profile
@@ -60,6 +62,7 @@ SCENARIOS: dict[str, Scenario] = {
     "metrics_overhead": scenario_metrics_overhead,
     "shared_quota": scenario_shared_quota,
     "failover": scenario_failover,
+    "crash": scenario_crash,
     "outage": scenario_outage,
     "profile": scenario_profile,
 }

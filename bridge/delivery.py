@@ -323,7 +323,7 @@ class DeliveryEngine:
         self._dec_unfinished()
 
     def _finish(self, job: Job, outcome: str) -> None:
-        job.record.complete()
+        job.record.complete(job.index)
         self._m.message_final(job.rule, outcome)
         self._dec_unfinished()
 
@@ -725,12 +725,13 @@ class DeliveryEngine:
             last_attempt_ms=job.last_attempt_ms,
             msg_key=job.message.msg_key,
             payload=job.message.to_json(),
+            index=job.index,
         )
 
     async def _publish_dead_letter(self, letter: DeadLetter, job: Job | None) -> None:
         await self._dlq.publish(letter)
         self._m.dead_letters.labels(letter.reason).inc()
-        letter.record.complete()
+        letter.record.complete(letter.index)
         if job is not None:
             self._m.message_final(job.rule, "dead_lettered")
         self._dec_unfinished()

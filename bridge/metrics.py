@@ -248,6 +248,31 @@ class Metrics:
             "Gateway bans started by another instance and honoured here.",
             registry=r,
         )
+        # --- restart without re-sending (issue 14): finished records remembered in the commit metadata
+        self.records_skipped = Counter(
+            "bridge_records_skipped_total",
+            "Records not mapped or sent because the commit metadata marked them finished, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.messages_skipped = Counter(
+            "bridge_messages_skipped_total",
+            "Fan-out messages not sent again because the commit metadata marked them final, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.commit_metadata_overflow = Counter(
+            "bridge_commit_metadata_overflow_total",
+            "Partition commits whose finished-record picture did not fit kafka.commit_metadata_max_bytes "
+            "(the part that fits was kept; records left out may be sent again after a restart).",
+            registry=r,
+        )
+        self.commit_metadata_bytes = Gauge(
+            "bridge_commit_metadata_bytes",
+            "Size of the metadata of the last commit, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
         # Rule authoring aids: templates whose path resolved to missing (typos in optional fields show up here).
         self.template_missing_total = Counter(
             "bridge_template_missing_total",
@@ -295,6 +320,8 @@ class Metrics:
             self.rebalances.labels(kind)
         for result in ("ok", "failed"):
             self.commits.labels(result)
+        self.records_skipped.labels("already_finished")
+        self.messages_skipped.labels("already_finished")
         self.retries.labels("throttled")
         for endpoint in ("rest", "batch"):
             self.gateway_http_requests.labels(endpoint)
@@ -408,6 +435,7 @@ class Metrics:
             self.committed_offset,
             self.partition_window,
             self.partition_paused,
+            self.commit_metadata_bytes,
         ):
             with contextlib.suppress(KeyError):
                 g.remove(*labels)

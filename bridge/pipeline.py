@@ -1,11 +1,13 @@
 """The pipeline: one fetched record in → decoded, mapped jobs (or dead letters) out; its offset tracked.
 
     source (Kafka consumer; later the deferred topic) ── take(part, meta, value) ──►
+        finished before (commit metadata) ─────────────► skipped (counted), finished at once
         decode ─► invalid ─────────────────────────────► dead letter (reason), offset waits for it
         map ────► no rule / replayed for another rule ─► finished at once (counted)
               ├─► stale ───────────────────────────────► skipped (counted), finished at once
               ├─► MappingFailure ──────────────────────► dead letter (mapping_error)
               └─► Mapped ──────────────────────────────► Job ─► engine.submit()
+                    (a fan-out element final before a restart, same mapping: skipped, counted)
 
 The pipeline knows nothing of Kafka clients: a source hands it records with their partition state, and asks
 it for back-pressure (`unfinished`) and for draining on revoke (`wait_partitions_quiet`). The rules can be
@@ -21,8 +23,9 @@ from collections.abc import Callable, Hashable
 from typing import Protocol
 
 from bridge.kafka.codec import Invalid, decode_value
+from bridge.kafka.progress import items_digest
 from bridge.metrics import Metrics
-from bridge.models import Mapped, RecordMeta
+from bridge.models import Mapped, MappingFailure, RecordMeta
 from bridge.rules import RuleSet
 from bridge.settings import Settings
 from bridge.work import DeadLetter, Job, PartitionState, RecordRef
@@ -78,6 +81,8 @@ class Pipeline:
             self._key = lambda m, meta: None
         stale = settings.delivery.skip_older_than_seconds
         self._stale_ms = int(stale * 1000) if stale else None
+        self._skipped_records = metrics.records_skipped.labels("already_finished")
+        self._skipped_messages = metrics.messages_skipped.labels("already_finished")
 
     # ----------------------------------------------------------------- rules
     @property
@@ -103,10 +108,18 @@ class Pipeline:
     # ----------------------------------------------------------------- records
     def take(self, part: PartitionState, meta: RecordMeta, value: bytes | None) -> None:
         """One fetched record of `part`, in fetch order: track its offset and hand its work on."""
-        ref = RecordRef(part, meta, value)
         if part.first_offset is None:
             part.first_offset = meta.offset
         offsets = part.offsets
+        restored = part.restored
+        if restored is not None:
+            if meta.offset >= restored.end:
+                part.restored = restored = None  # fetching has passed everything it knew
+            elif restored.is_finished(meta.offset):
+                offsets.track(meta.offset, 0, meta.timestamp_ms)
+                self._skipped_records.inc()
+                return
+        ref = RecordRef(part, meta, value)
         decoded = decode_value(value, self._max_record_bytes)
         if isinstance(decoded, Invalid):
             offsets.track(meta.offset, 1, meta.timestamp_ms)
@@ -138,11 +151,24 @@ class Pipeline:
                 extra={"ctx": {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset}},
             )
             return
-        offsets.track(meta.offset, len(items), meta.timestamp_ms)
+        done: frozenset[int] = frozenset()
+        if len(items) > 1:
+            digest = items_digest(map(_item_tag, items))
+            if restored is not None:
+                done = restored.done_indices(meta.offset, digest, len(items))
+                if done:
+                    self._skipped_messages.inc(len(done))
+            offsets.track(
+                meta.offset, len(items) - len(done), meta.timestamp_ms, digest=digest, items=len(items), done=done
+            )
+        else:
+            offsets.track(meta.offset, len(items), meta.timestamp_ms)
         key_of = self._key
-        for item in items:
+        for index, item in enumerate(items):
+            if index in done:
+                continue
             if isinstance(item, Mapped):
-                self._engine.submit(Job(item.rule, item.message, ref, key_of(item, meta)))
+                self._engine.submit(Job(item.rule, item.message, ref, key_of(item, meta), index))
             else:
                 self._m.mapping_errors.labels(item.rule, item.field).inc()
                 self._engine.dead_letter(
@@ -152,8 +178,16 @@ class Pipeline:
                         f"rule {item.rule}: {item.field}: {item.reason}",
                         rule=item.rule,
                         field=item.field,
+                        index=index,
                     )
                 )
+
+
+def _item_tag(item: Mapped | MappingFailure) -> str:
+    """What identifies one mapped item across a restart: its msg_key, or the rule and field that failed."""
+    if isinstance(item, Mapped):
+        return item.message.msg_key
+    return f"!{item.rule}/{item.field}"
 
 
 _ORIGIN_RE = re.compile(r"^(.+)/(\d+)/(\d+)/(-?\d+)$")

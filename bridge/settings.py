@@ -117,6 +117,11 @@ class KafkaSettings(_Model):
     """Out-of-order window: unfinished records per partition before that partition is paused."""
     commit_interval_seconds: PositiveFloat = 1.0
     """How often finished offsets are committed."""
+    commit_metadata_max_bytes: Annotated[int, Field(ge=0, le=1_048_576)] = 4000
+    """Byte budget of the commit metadata that lists finished records (and fan-out messages) above the
+    committed offset, so a restart, rebalance or other instance skips them instead of sending again. Keep it
+    at or below the brokers' `offset.metadata.max.bytes` (default 4096); what does not fit is left out and
+    counted (`bridge_commit_metadata_overflow_total`). 0 = commit the offset alone."""
     session_timeout_ms: PositiveInt = 45_000
     """Group session timeout."""
     heartbeat_interval_ms: PositiveInt = 3_000

@@ -11,6 +11,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from bridge.kafka.offsets import PartitionOffsets
+from bridge.kafka.progress import Progress
 from bridge.models import MobileReceiverMessageEvent, Outcome, RecordMeta
 from bridge.redact import redact
 
@@ -27,6 +28,7 @@ class PartitionState:
     fetch_paused: bool = False
     highwater: int | None = None
     first_offset: int | None = None
+    restored: Progress | None = None  # what the commit metadata said at assignment, until fetching passes it
 
 
 @dataclass(slots=True, eq=False)
@@ -37,9 +39,9 @@ class RecordRef:
     meta: RecordMeta
     value: bytes | None
 
-    def complete(self, count: int = 1) -> None:
-        """`count` of this record's messages are final."""
-        self.part.offsets.complete(self.meta.offset, count)
+    def complete(self, index: int | None = None) -> None:
+        """One of this record's messages is final (`index`: its place among the record's mapped items)."""
+        self.part.offsets.complete(self.meta.offset, 1, index)
 
 
 @dataclass(slots=True, eq=False)
@@ -50,6 +52,7 @@ class Job:
     message: MobileReceiverMessageEvent
     record: RecordRef
     key: Hashable | None  # ordering key; None = no ordering
+    index: int = 0  # place among the record's mapped items (fan-out element), for restart bookkeeping
     attempts: int = 0
     first_attempt_ms: int | None = None
     last_attempt_ms: int | None = None
@@ -75,6 +78,7 @@ class DeadLetter:
     msg_key: str | None = None
     payload: bytes | None = None  # the rendered API message, when there was one
     extra_headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    index: int | None = None  # place among the record's mapped items, when the letter is for one of them
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Original headers followed by the `bridge.*` context headers (secrets scrubbed from the texts).

@@ -160,3 +160,36 @@ def test_kafka_local_script_lifecycle(tmp_path: Path) -> None:
         assert _kafka_local("stop", state).returncode == 0
     finally:
         _kafka_local("stop", state)
+
+
+async def test_commit_metadata_round_trips_through_the_group_coordinator_in_one_fetch(
+    kafka_bootstrap: str, new_topic: TopicFactory
+) -> None:
+    """Pins what restarts rely on: aiokafka commits (offset, metadata) and `fetch_committed` reads both back
+    (aiokafka's public `committed()` drops the metadata), and the broker takes the default metadata budget."""
+    from aiokafka.errors import KafkaError
+
+    from bridge.kafka.progress import DEFAULT_BUDGET
+    from bridge.kafka.source import fetch_committed
+
+    topic = await new_topic(partitions=3)
+    group = f"meta-{uuid.uuid4().hex[:8]}"
+    tps = [TopicPartition(topic, p) for p in range(3)]
+    writer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    writer.assign(tps)
+    await writer.start()
+    try:
+        big = "v1:" + "A" * (DEFAULT_BUDGET - 3)
+        await writer.commit({tps[0]: (5, "v1:eJxjYGBgAAAABQAB"), tps[1]: (3, ""), tps[2]: (9, big)})
+        with pytest.raises(KafkaError):  # offset.metadata.max.bytes (4096) is enforced by the broker
+            await writer.commit({tps[0]: (6, "x" * 4097)})
+    finally:
+        await writer.stop()
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await reader.start()
+    try:
+        other = TopicPartition(topic + "-none", 0)
+        got = await fetch_committed(reader, [*tps, other])
+    finally:
+        await reader.stop()
+    assert got == {tps[0]: (5, "v1:eJxjYGBgAAAABQAB"), tps[1]: (3, ""), tps[2]: (9, big)}

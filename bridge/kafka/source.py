@@ -2,8 +2,10 @@
 
 Fetching is scoped per partition: a partition whose out-of-order window is full is paused alone; all are
 paused while delivery is paused (systemic) or the engine holds too much. `getmany` keeps being called, so
-group membership survives long pauses. Commits carry only the contiguous prefix of finished records and run
-periodically, on revoke and on shutdown.
+group membership survives long pauses. Commits carry the contiguous prefix of finished records as the offset,
+and in their metadata which records (and fan-out messages) above it are finished too (`bridge.kafka.progress`);
+they run periodically, on revoke and on shutdown. On assignment that metadata is read back, so the pipeline
+skips what was finished before a crash, a restart or a rebalance.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bridge.kafka.offsets import PartitionOffsets
+from bridge.kafka.progress import CommitRequest, Progress, commit_request, decode
 from bridge.metrics import Metrics
 from bridge.models import RecordMeta
 from bridge.settings import Settings
@@ -48,17 +51,34 @@ class RecordSink(Protocol):
 
 
 YIELD_EVERY = 64  # records mapped between two yields to the event loop
+POSITION_WAIT_SECONDS = 15.0  # how long an assignment waits for the new partitions' fetch positions
+
+
+async def fetch_committed(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition]
+) -> dict[TopicPartition, tuple[int, str]]:
+    """The group's committed (offset, metadata) of `tps`, in one OffsetFetch request; absent = none committed.
+
+    `AIOKafkaConsumer.committed()` drops the metadata (aiokafka issue #857), so this asks the consumer's group
+    coordinator directly — the call `committed()` itself makes. tests/test_kafka_roundtrip.py pins it, so an
+    aiokafka upgrade that moves it fails a test instead of silently re-sending after every restart.
+    """
+    if not tps:
+        return {}
+    found = await consumer._coordinator.fetch_committed_offsets(tps)
+    return {tp: (int(om.offset), om.metadata or "") for tp, om in found.items() if om.offset >= 0}
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, source: KafkaSource) -> None:
+    def __init__(self, source: KafkaSource, consumer: AIOKafkaConsumer) -> None:
         self._source = source
+        self._consumer = consumer  # the first assignment runs inside consumer.start(), before start() returns
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._source.on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._source.on_assigned(assigned)
+        await self._source.on_assigned(assigned, self._consumer)
 
 
 class KafkaSource:
@@ -87,6 +107,7 @@ class KafkaSource:
         self.kafka_error: str | None = None  # the last reason the brokers could not be reached
         self._last_broker_ok = time.monotonic()
         self._reported_unreachable = False
+        self._metadata_problems: set[str] = set()  # kinds of unreadable commit metadata already logged
 
     # ----------------------------------------------------------------- lifecycle
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -129,7 +150,7 @@ class KafkaSource:
             return False
         self.kafka_error = None
         self._last_broker_ok = time.monotonic()
-        listener = _Listener(self)
+        listener = _Listener(self, consumer)
         if k.topic_pattern:
             consumer.subscribe(pattern=k.topic_pattern, listener=listener)
         else:
@@ -291,32 +312,37 @@ class KafkaSource:
 
     # ----------------------------------------------------------------- commits
     async def commit(self, consumer: AIOKafkaConsumer | None = None, parts: list[TopicPartition] | None = None) -> None:
-        """Commit the finished prefix of each (or the given) partition."""
+        """Commit each (or the given) partition whose finished prefix or finished set above it changed."""
         consumer = consumer or self._consumer
         if consumer is None:
             return
-        offsets: dict[TopicPartition, int] = {}
+        budget = self._k.commit_metadata_max_bytes
+        requests: dict[TopicPartition, CommitRequest] = {}
         for tp in parts if parts is not None else list(self.parts):
             part = self.parts.get(tp)
             if part is None:
                 continue
-            point = part.offsets.commit_point()
-            if point is not None:
-                offsets[tp] = point
-        if not offsets:
+            req = commit_request(part.offsets, part.restored, budget)
+            if req is not None:
+                requests[tp] = req
+                if req.overflow:
+                    self._m.commit_metadata_overflow.inc()
+        if not requests:
             return
         try:
-            await consumer.commit(offsets)
+            await consumer.commit({tp: (r.offset, r.metadata) for tp, r in requests.items()})
         except (KafkaError, AssertionError) as exc:
             self._m.commits.labels("failed").inc()
             log.warning("commit failed (will retry)", extra={"ctx": {"error": repr(exc)}})
             return
         self._m.commits.labels("ok").inc()
-        for tp, point in offsets.items():
+        for tp, r in requests.items():
             part = self.parts.get(tp)
             if part is not None:
-                part.offsets.mark_committed(point)
-                self._m.committed_offset.labels(tp.topic, str(tp.partition)).set(point)
+                part.offsets.mark_committed(r.offset, r.metadata, r.changes)
+                labels = (tp.topic, str(tp.partition))
+                self._m.committed_offset.labels(*labels).set(r.offset)
+                self._m.commit_metadata_bytes.labels(*labels).set(len(r.metadata))
 
     def _publish_partition_metrics(self, consumer: AIOKafkaConsumer) -> None:
         now_ms = self._wall_ms()
@@ -335,21 +361,38 @@ class KafkaSource:
             self._m.partition_window.labels(*labels).set(len(part.offsets))
 
     # ----------------------------------------------------------------- rebalance
-    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        """New partitions: start their watermarks at the committed offset."""
-        consumer = self._consumer
-        for tp in assigned:
-            if tp in self.parts and not self.parts[tp].revoked:
-                continue
-            committed = None
-            if consumer is not None:
-                try:
-                    committed = await consumer.committed(tp)
-                except KafkaError:
-                    committed = None
+    async def on_assigned(self, assigned: set[TopicPartition], consumer: AIOKafkaConsumer | None = None) -> None:
+        """New partitions: start their watermarks at the committed offset, with what its metadata says is done.
+
+        aiokafka installs the assignment (and starts resolving positions) before it calls this, so the new
+        partitions are paused first, before anything is awaited: a record fetched while their state is being built
+        would have no watermark to join, and a later commit could pass it. The run loop resumes them. Then this
+        waits (bounded) until every new partition has a fetch position, so "assigned" means the consumer knows
+        where it reads from — with `auto_offset_reset: latest`, records produced after that are consumed.
+        """
+        consumer = consumer or self._consumer
+        new = sorted((tp for tp in assigned if tp not in self.parts or self.parts[tp].revoked), key=_tp_order)
+        committed: dict[TopicPartition, tuple[int, str]] = {}
+        if consumer is not None and new:
+            consumer.pause(*new)
+            try:
+                committed = await fetch_committed(consumer, new)
+            except Exception as exc:  # never leave assigned partitions without state (they would stall)
+                log.error(
+                    "reading committed offsets failed: finished records above them may be sent again",
+                    extra={"ctx": {"error": repr(exc)}},
+                )
+        for tp in new:
+            offset, metadata = committed.get(tp, (None, ""))
             self.parts[tp] = PartitionState(
-                tp.topic, tp.partition, PartitionOffsets(self._k.max_pending_per_partition, committed)
+                tp.topic,
+                tp.partition,
+                PartitionOffsets(self._k.max_pending_per_partition, offset, metadata),
+                fetch_paused=consumer is not None,
+                restored=self._restore(tp, offset, metadata),
             )
+        if consumer is not None and new:
+            await self._wait_positions(consumer, new)
         self.assigned_once = True
         self._m.rebalances.labels("assigned").inc()
         self._m.assigned_partitions.set(len(self.parts))
@@ -357,6 +400,39 @@ class KafkaSource:
             "partitions assigned",
             extra={"ctx": {"partitions": sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)}},
         )
+
+    async def _wait_positions(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        """Until each partition has a fetch position (committed offset, or `auto_offset_reset`); bounded."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(consumer.position(tp) for tp in tps)), POSITION_WAIT_SECONDS)
+        except Exception as exc:  # a revoke meanwhile, a slow broker: fetching resolves it later anyway
+            log.warning("fetch positions not known yet after assignment", extra={"ctx": {"error": repr(exc)}})
+
+    def _restore(self, tp: TopicPartition, offset: int | None, metadata: str) -> Progress | None:
+        """What the commit metadata says is finished above `offset` (None if nothing); logs unreadable kinds once."""
+        decoded = decode(metadata, offset)
+        if decoded.kind is not None and decoded.kind not in self._metadata_problems:
+            self._metadata_problems.add(decoded.kind)
+            log.warning(
+                "ignoring commit metadata: records above the committed offset will be processed again",
+                extra={"ctx": {"topic": tp.topic, "partition": tp.partition, "problem": decoded.problem}},
+            )
+        progress = decoded.progress
+        if progress is None or progress.empty:
+            return None
+        log.info(
+            "resuming with finished records above the committed offset",
+            extra={
+                "ctx": {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "committed": offset,
+                    "finished_above": progress.finished_count(),
+                    "partly_done_fanouts": len(progress.partial),
+                }
+            },
+        )
+        return progress
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Stop taking work for these partitions, let their in-flight calls finish (bounded), commit."""
@@ -384,3 +460,7 @@ class KafkaSource:
 
 def _revoked(part: PartitionState) -> bool:
     return part.revoked
+
+
+def _tp_order(tp: TopicPartition) -> tuple[str, int]:
+    return tp.topic, tp.partition

@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from bridge.devstack import BridgeProc, LocalStack, parse_metrics
 from bridge.gateway.sim import SimGateway
 from bridge.gateway.simstate import Faults
+from bridge.kafka.progress import Progress, decode
 
 REPO_ROOT_FOR_TESTS = Path(__file__).resolve().parents[2]
 APP_KEY = "test-app"
@@ -231,19 +232,27 @@ class Harness:
         finally:
             await c.stop()
 
-    async def committed(self) -> dict[int, int]:
-        """The group's committed offsets on the test topic (-1 when none)."""
+    async def _group_offsets(self) -> dict[int, tuple[int, str]]:
+        """The group's committed (offset, metadata) per partition of the test topic ((-1, "") when none)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(self.group)
         finally:
             await admin.close()
-        out = dict.fromkeys(range(self.partitions), -1)
+        out = dict.fromkeys(range(self.partitions), (-1, ""))
         for tp, meta in offsets.items():
             if tp.topic == self.topic:
-                out[tp.partition] = meta.offset
+                out[tp.partition] = (meta.offset, meta.metadata)
         return out
+
+    async def committed(self) -> dict[int, int]:
+        """The group's committed offsets on the test topic (-1 when none)."""
+        return {p: offset for p, (offset, _) in (await self._group_offsets()).items()}
+
+    async def committed_progress(self) -> dict[int, tuple[int, Progress | None]]:
+        """Per partition of the test topic: the committed offset (-1: none) and what its metadata says is done."""
+        return {p: (o, decode(meta, o).progress) for p, (o, meta) in (await self._group_offsets()).items()}
 
     async def wait_committed_to_end(self, timeout: float = 30.0) -> None:
         """Until the group has committed every partition up to its end."""
