@@ -1,80 +1,343 @@
-"""The daemon's HTTP endpoints: /metrics (Prometheus text), /healthz (loop alive), /readyz (can deliver)."""
+"""The daemon's HTTP endpoints: /metrics (Prometheus text), /healthz (loop alive), /readyz (can deliver).
+
+They share the event loop with delivery, so they are served by a deliberately small HTTP/1.1 server (an
+asyncio protocol and the httptools parser) that no client can make expensive:
+- at most `max_connections` connections: a new one beyond that evicts the connection that has waited longest
+  for its request (idle keep-alive, or still sending it), or is closed at once if every connection is busy;
+- a request must arrive complete within `request_timeout_seconds` of its first byte (of the connection, for
+  the first request), an idle keep-alive connection is closed after `idle_timeout_seconds`, and a client
+  that does not read its response within `request_timeout_seconds` is cut off (slowloris, slow readers);
+- /metrics is rendered at most once per `cache_seconds`; every scrape in between gets the same bytes;
+- GET and HEAD only, no request bodies, a request of at most `MAX_REQUEST_BYTES`, a few pipelined requests.
+aiohttp's server has no connection limit, no request-head deadline of its own and no write deadline.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import httptools
 import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from bridge.errors import BridgeError
+
+if TYPE_CHECKING:
+    from bridge.metrics import Metrics
+    from bridge.settings import MetricsSettings
 
 Readiness = Callable[[], tuple[bool, dict[str, object]]]
 
 HEARTBEAT_SECONDS = 1.0
 STALL_SECONDS = 10.0
+MAX_REQUEST_BYTES = 16_384  # request line, headers and any body together
+MAX_PIPELINED = 8  # responses queued for a client that is not reading, before it is cut off
+BACKLOG = 1024  # a burst of connections waits in the kernel instead of being dropped (SYN retried after 1 s)
+
+_JSON = b"application/json"
+_TEXT = b"text/plain; charset=utf-8"
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed", 413: b"Too Large"}
+
+
+class ListenError(BridgeError):
+    """The status server cannot listen on its address (in use, not local, no permission)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """How much the endpoints may cost; see the module docstring."""
+
+    max_connections: int = 100
+    request_timeout_seconds: float = 5.0
+    idle_timeout_seconds: float = 60.0
+    cache_seconds: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: MetricsSettings) -> HttpLimits:
+        """The limits of the `metrics` config section."""
+        return cls(
+            max_connections=settings.max_connections,
+            request_timeout_seconds=settings.request_timeout_seconds,
+            idle_timeout_seconds=settings.idle_timeout_seconds,
+            cache_seconds=settings.cache_seconds,
+        )
 
 
 class StatusServer:
     """Serves the endpoints on the daemon's own event loop."""
 
-    def __init__(self, registry: CollectorRegistry, readiness: Readiness, listen: str) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        listen: str,
+        *,
+        limits: HttpLimits | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
         self._readiness = readiness
+        self._listen = listen
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
-        self._runner: web.AppRunner | None = None
-        self._beat = time.monotonic()
+        self.limits = limits or HttpLimits()
+        self._metrics = metrics
+        self._clock = clock
+        self._server: asyncio.Server | None = None
+        self._connections: dict[_Connection, None] = {}
+        self._beat = clock()
         self._beat_task: asyncio.Task[None] | None = None
+        self._metrics_body = b""
+        self._metrics_at = float("-inf")
         self.port: int | None = None
 
-    def app(self) -> web.Application:
-        """The aiohttp application (also used directly by tests)."""
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        return app
+    @property
+    def connections(self) -> int:
+        """Open connections now."""
+        return len(self._connections)
 
     async def start(self) -> None:
-        """Bind and serve; `port` holds the bound port (useful with port 0)."""
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None)
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
-        self._beat_task = asyncio.create_task(self._heartbeat())
+        """Bind and serve; `port` holds the bound port (useful with port 0). ListenError if it cannot bind."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: _Connection(self), self._host or None, self._port, reuse_address=True, backlog=BACKLOG
+            )
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ListenError(f"cannot listen on {self._listen} (metrics.listen): {reason}") from exc
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        self._beat = self._clock()
+        self._beat_task = asyncio.create_task(self._heartbeat(), name="status-heartbeat")
 
     async def stop(self) -> None:
-        """Stop serving (idempotent)."""
+        """Stop serving and close every connection (idempotent)."""
         if self._beat_task is not None:
             self._beat_task.cancel()
             self._beat_task = None
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            for conn in list(self._connections):
+                conn.abort()
+            await server.wait_closed()
 
     async def _heartbeat(self) -> None:
         while True:
-            self._beat = time.monotonic()
+            self._beat = self._clock()
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        self._readiness()  # refreshes bridge_ready, so a scrape sees readiness without a /readyz prober
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # ------------------------------------------------------------------ connections
+    def admit(self, conn: _Connection) -> bool:
+        """Take a new connection in, evicting the one that waited longest for a request when full."""
+        if len(self._connections) >= self.limits.max_connections:
+            waiting = [c for c in self._connections if not c.busy]
+            if not waiting:
+                self.closed("limit")
+                return False
+            victim = min(waiting, key=lambda c: c.waiting_since)
+            victim.abort()
+            self.closed("limit")
+        self._connections[conn] = None
+        return True
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        stalled = time.monotonic() - self._beat
-        if stalled > STALL_SECONDS:
-            body = {"status": "stalled", "event_loop_lag_seconds": round(stalled, 1)}
-            return web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
-        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+    def forget(self, conn: _Connection) -> None:
+        """A connection is gone."""
+        self._connections.pop(conn, None)
 
-    async def _readyz(self, request: web.Request) -> web.Response:
-        ok, detail = self._readiness()
-        body = orjson.dumps({"ready": ok, **detail})
-        return web.Response(status=200 if ok else 503, body=body, content_type="application/json")
+    def closed(self, reason: str) -> None:
+        """Count a connection the server closed on its own (limit, timeouts, bad requests)."""
+        if self._metrics is not None:
+            self._metrics.http_connections_closed.labels(reason).inc()
+
+    # ------------------------------------------------------------------ endpoints
+    def respond(self, method: bytes, path: bytes) -> tuple[int, bytes, bytes]:
+        """(status, content type, body) of one request."""
+        if method not in (b"GET", b"HEAD"):
+            return 405, _TEXT, b"only GET and HEAD\n"
+        if path == b"/metrics":
+            return 200, CONTENT_TYPE_LATEST.encode(), self._render_metrics()
+        if path == b"/healthz":
+            stalled = self._clock() - self._beat
+            if stalled > STALL_SECONDS:
+                return 503, _JSON, orjson.dumps({"status": "stalled", "event_loop_lag_seconds": round(stalled, 1)})
+            return 200, _JSON, b'{"status":"ok"}'
+        if path == b"/readyz":
+            ok, detail = self._readiness()
+            return (200 if ok else 503), _JSON, orjson.dumps({"ready": ok, **detail})
+        return 404, _TEXT, b"not found: try /metrics, /healthz or /readyz\n"
+
+    def _render_metrics(self) -> bytes:
+        now = self._clock()
+        if now - self._metrics_at >= self.limits.cache_seconds:
+            self._readiness()  # refreshes bridge_ready, so a scrape sees readiness without a /readyz prober
+            self._metrics_body = generate_latest(self._registry)
+            self._metrics_at = now
+        return self._metrics_body
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parse requests, answer them in order, enforce the deadlines."""
+
+    def __init__(self, server: StatusServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._limits = server.limits
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout_reason = "request_timeout"
+        self._url = b""
+        self._received = 0  # bytes of the current request
+        self._has_body = False
+        self._keep_alive = True
+        self._writing = False  # the transport holds unsent bytes: the client is not reading (yet)
+        self._queued = 0
+        self.busy = False  # a response is being sent
+        self.waiting_since = 0.0
+
+    # --------------------------------------------------------- asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if not self._server.admit(self):
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=0)  # pause_writing/resume_writing tell when it is all sent
+        self.waiting_since = self._loop.time()
+        self._arm(self._limits.request_timeout_seconds, "request_timeout")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self._server.forget(self)
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(400, b"no upgrades\n")
+            return
+        except httptools.HttpParserError:
+            self._fail(400, b"bad request\n")
+            return
+        if self._received > MAX_REQUEST_BYTES:
+            self._fail(413, b"request too large\n")
+
+    def pause_writing(self) -> None:
+        self._writing = True
+
+    def resume_writing(self) -> None:
+        self._writing = False
+        self._queued = 0
+        self._sent()
+
+    # --------------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._has_body = False
+        if self._timeout_reason == "idle_timeout":  # the first request's deadline runs from the connection
+            self._arm(self._limits.request_timeout_seconds, "request_timeout")
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_body(self, body: bytes) -> None:
+        self._has_body = True
+
+    def on_message_complete(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._received = 0
+        if self._has_body:
+            self._fail(413, b"no request bodies\n")
+            return
+        method = self._parser.get_method()
+        try:
+            path = httptools.parse_url(self._url).path or b""
+        except httptools.HttpParserInvalidURLError:
+            self._fail(400, b"bad url\n")
+            return
+        self._keep_alive = self._parser.should_keep_alive()
+        status, content_type, body = self._server.respond(method, path)
+        self._write(status, content_type, b"" if method == b"HEAD" else body, len(body))
+        if self._writing:
+            self._queued += 1
+            if self._queued > MAX_PIPELINED:
+                self._server.closed("write_timeout")
+                self.abort()
+                return
+            if not self.busy:
+                self.busy = True
+                transport.pause_reading()
+                self._arm(self._limits.request_timeout_seconds, "write_timeout")
+        else:
+            self._sent()
+
+    # --------------------------------------------------------- helpers
+    def _write(self, status: int, content_type: bytes, body: bytes, length: int) -> None:
+        assert self._transport is not None
+        connection = b"keep-alive" if self._keep_alive else b"close"
+        head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (
+            status,
+            _REASONS.get(status, b"Service Unavailable"),
+            content_type,
+            length,
+            connection,
+        )
+        self._transport.write(head + body if len(body) < 65_536 else head)
+        if len(body) >= 65_536:
+            self._transport.write(body)
+
+    def _sent(self) -> None:
+        """Everything written so far reached the client's socket: wait for the next request, or close."""
+        transport = self._transport
+        if transport is None:
+            return
+        if not self._keep_alive:
+            self._disarm()
+            transport.close()
+            return
+        if self.busy:
+            self.busy = False
+            transport.resume_reading()
+        self.waiting_since = self._loop.time()
+        self._arm(self._limits.idle_timeout_seconds, "idle_timeout")
+
+    def _fail(self, status: int, body: bytes) -> None:
+        """Answer a bad request and close (the rest of its bytes cannot be trusted)."""
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._server.closed("bad_request")
+        self._keep_alive = False
+        self._write(status, _TEXT, body, len(body))
+        self._disarm()
+        self._transport.close()
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        self._timeout_reason = reason
+        self._timer = self._loop.call_later(seconds, self._expire)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._server.closed(self._timeout_reason)
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection now (no goodbye: the client was too slow, or a newer one needs the slot)."""
+        self._disarm()
+        if self._transport is not None:
+            self._transport.abort()
