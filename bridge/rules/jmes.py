@@ -104,26 +104,35 @@ def nesting_depth(node: Node) -> int:
 
 
 # --------------------------------------------------------------------------- size bounds
-# A bound `(a, b)` says: the value is at most `a` × (size of the input) + `b` bytes, sizes as compact JSON.
+# A bound `(a, b)` says: the value's compact JSON is at most max(a × (its input's JSON size) + b, 5) bytes
+# (5: null, true and false, which any node can produce from anything).
 # Why: `[@, @]` doubles its input while the values share memory, so `x | [@, @] | [@, @] …` forty times is a
 # few objects in memory whose JSON is 2^40 times the input: writing it crashed the process (orjson cannot
 # report the failed allocation; the rule segfaulted `bridge run`). Every node maps the bound of its input to
-# a bound of its output; the expression is refused when any node's bound exceeds the limits.
+# a bound of its output; the expression is refused when any node's bound exceeds the limits. A property test
+# checks the bounds against real evaluations.
 Size = tuple[int, int]
 
+_FLOOR = 5  # len("false")
 _SCALAR: Size = (0, 32)  # a number, a boolean or a type name
-_PART_OF_INPUT = frozenset({"field", "current", "identity", "index", "slice"})
-# Functions whose result is no larger than the largest argument (or a part of it).
-_NO_LARGER = frozenset(
-    {"abs", "ceil", "floor", "sum", "max", "min", "reverse", "sort", "keys", "values", "not_null", "default"}
-)
+_PARTS = frozenset({"field", "current", "identity", "index", "slice"})  # a part of the input, or null
+_CHAINS = frozenset({"subexpression", "index_expression", "pipe"})
+_PROJECTIONS = frozenset({"projection", "value_projection", "filter_projection"})
+# Functions whose result is one of the arguments, or a part or a reordering of it.
+_NO_LARGER = frozenset({"max", "min", "reverse", "sort", "keys", "values", "not_null", "default"})
 _SCALAR_FUNCTIONS = frozenset(
-    {"avg", "contains", "ends_with", "starts_with", "length", "to_number", "to_millis", "type"}
+    {"abs", "avg", "ceil", "floor", "sum", "contains", "ends_with", "starts_with", "length", "to_number"}
+    | {"to_millis", "type"}
 )
 
 
 def _plus(x: Size, y: Size) -> Size:
     return x[0] + y[0], x[1] + y[1]
+
+
+def _floored(size: Size) -> Size:
+    """The bound as an affine function without the floor (a value embedded in another)."""
+    return size[0], max(size[1], _FLOOR)
 
 
 def _largest(sizes: Sequence[Size]) -> Size:
@@ -134,6 +143,13 @@ def _scaled(k: int, size: Size, extra: int = 0) -> Size:
     return k * size[0], k * size[1] + extra
 
 
+def _then(first: Size, second: Size) -> Size:
+    """The bound of `second` applied to the value of `first` (the floor of `first` passes through too)."""
+    a1, b1 = first
+    a2, b2 = second
+    return a2 * a1, max(a2 * b1, a2 * _FLOOR) + b2
+
+
 class _SizeCheck:
     """Bounds of every node of one AST; `check` raises ExpressionError where a bound passes the limits."""
 
@@ -142,16 +158,15 @@ class _SizeCheck:
 
     def check(self, node: Node, given: Size) -> Size:
         """The bound of `node`'s value when its input is bounded by `given`; checks every node below."""
-        a, b = self.transfer(node)
-        out = (a * given[0], a * given[1] + b)
+        out = given if is_part(node) else _then(given, self.transfer(node))
         _within_limits(out)
         kind = node["type"]
         children = [c for c in node.get("children", ()) if isinstance(c, dict)]
-        if kind in {"subexpression", "index_expression", "pipe"}:
+        if kind in _CHAINS:
             current = given
             for child in children:
                 current = self.check(child, current)
-        elif kind in {"projection", "value_projection", "filter_projection"}:
+        elif kind in _PROJECTIONS:
             left = self.check(children[0], given)
             for child in children[1:]:  # the right side (and the filter) sees one element of the left
                 self.check(child, left)
@@ -166,7 +181,7 @@ class _SizeCheck:
         return out
 
     def transfer(self, node: Node) -> Size:
-        """`(a, b)`: the node's value is at most a × (its input's size) + b bytes."""
+        """`(a, b)`: the node's value is at most max(a × (its input's size) + b, 5) bytes."""
         known = self._transfers.get(id(node))
         if known is None:
             known = self._transfers[id(node)] = self._transfer(node)
@@ -175,20 +190,22 @@ class _SizeCheck:
     def _transfer(self, node: Node) -> Size:
         kind = node["type"]
         children: list[Node] = [c for c in node.get("children", ()) if isinstance(c, dict)]
-        if kind in _PART_OF_INPUT:
+        if kind in _PARTS:
             return 1, 0
         if kind == "literal":
             return 0, len(json.dumps(node["value"], separators=(",", ":")))
         if kind in {"comparator", "not_expression"}:
-            return _SCALAR
-        if kind in {"subexpression", "index_expression", "pipe"}:
-            a, b = 1, 0
+            return 0, _FLOOR
+        if kind in _CHAINS:
+            size: Size = (1, 0)
             for child in children:
-                ca, cb = self.transfer(child)
-                a, b = ca * a, ca * b + cb
-            return a, b
-        if kind in {"projection", "value_projection", "filter_projection"}:
-            return _projected(self.transfer(children[0]), self.transfer(children[1]))
+                if not is_part(child):  # a part of a value is no larger than the value, floor included
+                    size = _then(size, self.transfer(child))
+            return size
+        if kind in _PROJECTIONS:
+            right = children[1]
+            k = 1 if is_part(right) else _per_element(self.transfer(right))
+            return _scaled(k, self.transfer(children[0]))
         if kind in {"flatten", "key_val_pair", "expref"}:
             return self.transfer(children[0])
         if kind in {"and_expression", "or_expression"}:
@@ -207,14 +224,14 @@ class _SizeCheck:
         disjoint parts of the input (`{id: event.id, name: event.name}` is no larger than `event`)."""
         paths = [p for p in (field_path(c) for c in children) if p is not None]
         overlap = max((sum(1 for q in paths if p[: len(q)] == q) for p in paths), default=0)
-        total: Size = (overlap, punctuation)
+        total: Size = (overlap, punctuation + 4 * len(paths))  # 4: a path that is missing is null
         for child in children:
             if field_path(child) is None:
-                total = _plus(total, self.transfer(child))
+                total = _plus(total, _floored(self.transfer(child)))
         return total
 
     def _function(self, name: str, children: list[Node]) -> Size:
-        args = [self.transfer(c) for c in children if c["type"] != "expref"]
+        args = [_floored(self.transfer(c)) for c in children if c["type"] != "expref"]
         exprefs = [self.transfer(c) for c in children if c["type"] == "expref"]
         if name in _SCALAR_FUNCTIONS:
             return _SCALAR
@@ -231,23 +248,33 @@ class _SizeCheck:
             return _scaled(3, args[0])
         if name == "mask":  # at most 11 characters, or the text itself
             return _plus(args[0], (0, 13))
-        if name == "to_string":  # JSON text of the value, its quotes and backslashes escaped again
+        if name == "to_string":  # JSON text of the value (\uXXXX escapes), its quotes and backslashes escaped
             return _scaled(4, args[0], 2)
         if name == "join":  # the separator comes back between every two elements
             separator, array = args
             if separator[0]:
                 raise ExpressionError("join()'s separator must not depend on the event (use a literal text)")
             return _scaled(1 + separator[1], array, 2)
-        if name == "map":
-            return _projected(args[0], exprefs[0])
+        if name == "map":  # like a projection, but nulls are kept
+            return _scaled(_per_element(exprefs[0]), args[0])
         raise ExpressionError(f"no size bound known for function {name}()")  # a new function must say
 
 
-def _projected(left: Size, right: Size) -> Size:
-    """`left[*].right`: `right` on each element. Elements take at least two bytes each with their separator,
-    so what `right` adds per element (its constant) is at most that many times the left's size."""
-    k = max(right[0], right[1] + 1)
-    return _scaled(k, left, 2)
+def _per_element(right: Size) -> int:
+    """How many times its input a projection can be, when `right` maps each element. An element takes at
+    least two bytes with its separator, so what `right` adds per element (its constant, or a `false` from
+    a one-byte element) is at most that many times the array's size."""
+    return max(right[0], max(right[1], _FLOOR) + 1)
+
+
+def is_part(node: Node) -> bool:
+    """Whether the node's value is always a part of its input (or null): fields, paths, indexes, slices."""
+    kind = node["type"]
+    if kind in _PARTS:
+        return True
+    if kind in _CHAINS or kind == "flatten":
+        return all(is_part(c) for c in node["children"] if isinstance(c, dict))
+    return False
 
 
 def _within_limits(size: Size) -> None:
@@ -269,7 +296,7 @@ def _times(n: int, unit: str = "×") -> str:
 
 
 def size_bound(node: Node) -> Size:
-    """`(a, b)`: the expression's value is at most a × (size of its input) + b bytes, as compact JSON."""
+    """`(a, b)`: the expression's value is at most max(a × (size of its input) + b, 5) bytes, as compact JSON."""
     return _SizeCheck().transfer(node)
 
 

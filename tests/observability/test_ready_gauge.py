@@ -1,8 +1,8 @@
 """`bridge_ready` (what CampusBridgeNotReady watches) must follow readiness on every scrape of /metrics.
 
 Operators without a readiness prober (a VM, systemd) only ever scrape /metrics; the gauge must not depend on
-someone calling /readyz. Uses the real BridgeApp wiring and a real status server on a free port, without starting Kafka or a gateway
-(the /metrics cache is off here: the test changes readiness between two scrapes a moment apart).
+someone calling /readyz. Uses the real BridgeApp wiring and a real status server on a free port, without
+starting Kafka or a gateway (the /metrics cache is off here: the test changes readiness between two scrapes).
 """
 
 from __future__ import annotations
