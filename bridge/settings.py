@@ -212,7 +212,7 @@ class KafkaSettings(_Model):
         how = consumed_by(v, info.data.get("topics") or (), info.data.get("topic_pattern"))
         if how is not None:
             raise ValueError(
-                f"the bridge writes to {v!r} and would also consume it ({how}): choose a name the consumed"
+                f"the bridge writes to {v!r} and would also consume it: {how}; choose a name the consumed"
                 " topics do not cover"
             )
         return v

@@ -15,6 +15,7 @@ aiohttp's server has no connection limit, no request-head deadline of its own an
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class StatusServer:
                 lambda: _Connection(self), self._host or None, self._port, reuse_address=True, backlog=BACKLOG
             )
         except OSError as exc:
-            reason = exc.strerror or str(exc)
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ListenError(f"cannot listen on {self._listen} (metrics.listen): {reason}") from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._beat = self._clock()

@@ -101,12 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def fatal_line(exc: BaseException) -> str:
     """One line saying what failed: the exception's own words (they name the file, key or address), with
-    the exceptions it was raised from, and its type when the words alone would not say it."""
+    the exceptions it was raised from, and its type when the words alone would not say it. The bridge's
+    own errors are complete sentences: their text alone."""
     parts: list[str] = []
     seen: BaseException | None = exc
     while seen is not None and len(parts) < 3:
         text = " ".join(str(seen).split())
         name = type(seen).__name__
-        parts.append(text if text and isinstance(seen, BridgeError) else f"{name}: {text}" if text else name)
-        seen = seen.__cause__
+        plain = not text or isinstance(seen, BridgeError) or text.startswith(name)  # aiokafka names itself
+        parts.append(text if plain and text else f"{name}: {text}" if text else name)
+        seen = None if isinstance(seen, BridgeError) else seen.__cause__  # ours say all there is to say
     return ": caused by ".join(parts)[:1000]
