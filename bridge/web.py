@@ -19,7 +19,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import httptools
 import orjson
@@ -204,7 +204,7 @@ class _Connection(asyncio.Protocol):
 
     # --------------------------------------------------------- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self._transport = transport
         if not self._server.admit(self):
             transport.abort()
@@ -219,7 +219,10 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
-        self._received += len(data)
+        self._received += len(data)  # since the last complete request: bounds what the parser buffers
+        if self._received > MAX_REQUEST_BYTES:
+            self._fail(413, b"request too large\n")
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -227,9 +230,6 @@ class _Connection(asyncio.Protocol):
             return
         except httptools.HttpParserError:
             self._fail(400, b"bad request\n")
-            return
-        if self._received > MAX_REQUEST_BYTES:
-            self._fail(413, b"request too large\n")
 
     def pause_writing(self) -> None:
         self._writing = True
