@@ -2,20 +2,26 @@
 
 They share the event loop with delivery, so they are served by a deliberately small HTTP/1.1 server (an
 asyncio protocol and the httptools parser) that no client can make expensive:
-- at most `max_connections` connections: a new one beyond that evicts the connection that has waited longest
-  for its request (idle keep-alive, or still sending it), or is closed at once if every connection is busy;
+- at most `max_connections` connections: beyond that, new ones wait in the kernel's backlog until one closes,
+  or until the connection that has waited longest for its request (idle keep-alive, or still sending it)
+  has waited `EVICT_AFTER_SECONDS`: it is closed to make room (so a health probe never waits behind idlers);
+  with half the slots taken, every response closes its connection, so slots turn over behind a crowd;
 - a request must arrive complete within `request_timeout_seconds` of its first byte (of the connection, for
   the first request), an idle keep-alive connection is closed after `idle_timeout_seconds`, and a client
   that does not read its response within `request_timeout_seconds` is cut off (slowloris, slow readers);
 - /metrics is rendered at most once per `cache_seconds`; every scrape in between gets the same bytes;
 - GET and HEAD only, no request bodies, a request of at most `MAX_REQUEST_BYTES`, a few pipelined requests.
 aiohttp's server has no connection limit, no request-head deadline of its own and no write deadline.
+The endpoints read nothing but the registry and the readiness callback: no I/O of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +43,10 @@ HEARTBEAT_SECONDS = 1.0
 STALL_SECONDS = 10.0
 MAX_REQUEST_BYTES = 16_384  # request line, headers and any body together
 MAX_PIPELINED = 8  # responses queued for a client that is not reading, before it is cut off
-BACKLOG = 1024  # a burst of connections waits in the kernel instead of being dropped (SYN retried after 1 s)
+BACKLOG = 4096  # a crowd waits in the kernel, its SYNs not dropped (retried after 1 s); capped by somaxconn
+EVICT_AFTER_SECONDS = 0.5  # when full, a connection waiting this long for its request makes room
+
+log = logging.getLogger("bridge.web")
 
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
@@ -89,8 +98,10 @@ class StatusServer:
         self.limits = limits or HttpLimits()
         self._metrics = metrics
         self._clock = clock
-        self._server: asyncio.Server | None = None
+        self._socket: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
         self._connections: dict[_Connection, None] = {}
+        self._slot_freed = asyncio.Event()
         self._beat = clock()
         self._beat_task: asyncio.Task[None] | None = None
         self._metrics_body = b""
@@ -104,29 +115,29 @@ class StatusServer:
 
     async def start(self) -> None:
         """Bind and serve; `port` holds the bound port (useful with port 0). ListenError if it cannot bind."""
-        loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(
-                lambda: _Connection(self), self._host or None, self._port, reuse_address=True, backlog=BACKLOG
-            )
+            self._socket = _listening_socket(self._host, self._port)
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ListenError(f"cannot listen on {self._listen} (metrics.listen): {reason}") from exc
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        self.port = int(self._socket.getsockname()[1])
         self._beat = self._clock()
         self._beat_task = asyncio.create_task(self._heartbeat(), name="status-heartbeat")
+        self._accept_task = asyncio.create_task(self._accept(self._socket), name="status-accept")
 
     async def stop(self) -> None:
         """Stop serving and close every connection (idempotent)."""
-        if self._beat_task is not None:
-            self._beat_task.cancel()
-            self._beat_task = None
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            for conn in list(self._connections):
-                conn.abort()
-            await server.wait_closed()
+        for task in (self._beat_task, self._accept_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._beat_task = self._accept_task = None
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+        for conn in list(self._connections):
+            conn.abort()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -134,22 +145,56 @@ class StatusServer:
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     # ------------------------------------------------------------------ connections
-    def admit(self, conn: _Connection) -> bool:
-        """Take a new connection in, evicting the one that waited longest for a request when full."""
-        if len(self._connections) >= self.limits.max_connections:
+    async def _accept(self, sock: socket.socket) -> None:
+        """Accept one connection at a time, and serve it once there is room for it; meanwhile the others
+        wait in the kernel's backlog (as with nginx or HAProxy at their limit)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _address = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE and the like: wait instead of spinning
+                log.warning("status server cannot accept: %s", exc.strerror or exc)
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self._room(loop)  # only someone waiting to be served evicts an idler
+            except BaseException:
+                client.close()
+                raise
+            try:
+                await loop.connect_accepted_socket(lambda: _Connection(self), client)
+            except OSError:
+                client.close()
+
+    async def _room(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Until a new connection fits: below the limit, or after evicting the connection that has waited
+        longest for a request (idle keep-alive or still sending it), once it waited `EVICT_AFTER_SECONDS`."""
+        while len(self._connections) >= self.limits.max_connections:
             waiting = [c for c in self._connections if not c.busy]
-            if not waiting:
+            oldest = min(waiting, key=lambda c: c.waiting_since, default=None)
+            if oldest is not None and loop.time() - oldest.waiting_since >= EVICT_AFTER_SECONDS:
+                self.forget(oldest)
+                oldest.abort()
                 self.closed("limit")
-                return False
-            victim = min(waiting, key=lambda c: c.waiting_since)
-            victim.abort()
-            self.closed("limit")
+                return
+            self._slot_freed.clear()
+            wait = EVICT_AFTER_SECONDS if oldest is None else oldest.waiting_since + EVICT_AFTER_SECONDS - loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), max(wait, 0.01))
+
+    @property
+    def crowded(self) -> bool:
+        """Half the connection slots or more are taken: connections are closed after one response."""
+        return 2 * len(self._connections) >= self.limits.max_connections
+
+    def admit(self, conn: _Connection) -> None:
+        """A new connection is open."""
         self._connections[conn] = None
-        return True
 
     def forget(self, conn: _Connection) -> None:
-        """A connection is gone."""
-        self._connections.pop(conn, None)
+        """A connection is gone (or going)."""
+        if self._connections.pop(conn, 0) is None:
+            self._slot_freed.set()
 
     def closed(self, reason: str) -> None:
         """Count a connection the server closed on its own (limit, timeouts, bad requests)."""
@@ -182,6 +227,23 @@ class StatusServer:
         return self._metrics_body
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket (IPv4 or IPv6, as the host says; all interfaces when empty)."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parse requests, answer them in order, enforce the deadlines."""
 
@@ -206,9 +268,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self._transport = transport
-        if not self._server.admit(self):
-            transport.abort()
-            return
+        self._server.admit(self)
         transport.set_write_buffer_limits(high=0)  # pause_writing/resume_writing tell when it is all sent
         self.waiting_since = self._loop.time()
         self._arm(self._limits.request_timeout_seconds, "request_timeout")
@@ -266,7 +326,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             self._fail(400, b"bad url\n")
             return
-        self._keep_alive = self._parser.should_keep_alive()
+        # Under pressure (half the slots taken) every response closes its connection: slots turn over at
+        # once, so a probe waiting in the backlog behind a crowd of keep-alive scrapers gets its turn.
+        self._keep_alive = self._parser.should_keep_alive() and not self._server.crowded
         status, content_type, body = self._server.respond(method, path)
         self._write(status, content_type, b"" if method == b"HEAD" else body, len(body))
         if self._writing:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 import pytest
@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from bridge.devstack import parse_metrics
 from bridge.metrics import Metrics
-from bridge.web import HttpLimits, StatusServer
+from bridge.web import EVICT_AFTER_SECONDS, HttpLimits, StatusServer
 
 READY: tuple[bool, dict[str, object]] = (True, {"partitions": 1})
 
@@ -138,8 +138,8 @@ def big_registry() -> CollectorRegistry:
 
 async def test_a_client_that_does_not_read_is_cut_off(big_registry: CollectorRegistry) -> None:
     async with serving(HttpLimits(request_timeout_seconds=0.5), big_registry) as server:
-        assert server._server is not None
-        server._server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)  # accepted ones inherit
+        assert server._socket is not None
+        server._socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)  # accepted ones inherit
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
         sock.setblocking(False)
@@ -161,19 +161,58 @@ async def test_a_client_that_does_not_read_is_cut_off(big_registry: CollectorReg
 
 # ------------------------------------------------------------------------------------------- connection limit
 async def test_beyond_the_limit_the_longest_waiting_connection_makes_room() -> None:
+    """A probe arriving while idlers hold every slot waits in the backlog, then the oldest idler goes."""
     async with serving(HttpLimits(max_connections=3, request_timeout_seconds=10)) as server:
         silent = [await connect(server) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        assert server.connections == 3
-        reader, writer = await connect(server)  # a health probe arriving while the slots are taken
+        await wait_for(lambda: server.connections == 3)
+        started = time.monotonic()
+        reader, writer = await connect(server)  # the kernel completes the handshake; the server waits
         writer.write(GET % b"/healthz")
-        status, _, _ = await read_response(reader)
+        status, headers, _ = await read_response(reader)
+        waited = time.monotonic() - started
         assert status == 200
+        assert headers["connection"] == "close"  # crowded: the slot is given back at once
+        assert EVICT_AFTER_SECONDS * 0.8 <= waited <= EVICT_AFTER_SECONDS + 1, waited
         assert await closed_after(silent[0][0], 2) < 2  # the oldest one was evicted
-        assert server.connections == 3
+        assert await closed_after(reader, 2) < 2
+        assert server.connections == 2
         assert closed_count(server, "limit") == 1
         for _, w in [*silent, (reader, writer)]:
             w.close()
+
+
+async def test_below_half_the_limit_connections_are_kept_alive() -> None:
+    async with serving(HttpLimits(max_connections=4)) as server:
+        first = await connect(server)
+        first[1].write(GET % b"/healthz")
+        assert (await read_response(first[0]))[1]["connection"] == "keep-alive"  # 1 of 4 slots
+        second = await connect(server)
+        second[1].write(GET % b"/healthz")
+        assert (await read_response(second[0]))[1]["connection"] == "close"  # 2 of 4: crowded
+        for _, w in (first, second):
+            w.close()
+
+
+async def test_beyond_the_limit_a_connection_waits_for_a_free_slot() -> None:
+    async with serving(HttpLimits(max_connections=1)) as server:
+        first_reader, first_writer = await connect(server)
+        first_writer.write(GET % b"/healthz")
+        await read_response(first_reader)
+        second_reader, second_writer = await connect(server)
+        second_writer.write(GET % b"/readyz")
+        first_writer.close()  # frees the slot at once
+        started = time.monotonic()
+        status, _, _ = await read_response(second_reader)
+        assert status == 200
+        assert time.monotonic() - started < EVICT_AFTER_SECONDS
+        assert closed_count(server, "limit") == 0
+        second_writer.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 # ------------------------------------------------------------------------------------------- /metrics cache
