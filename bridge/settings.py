@@ -369,7 +369,7 @@ class MetricsSettings(_Model):
     """A request must arrive, and its response be read, within this time (slow clients are cut off)."""
     idle_timeout_seconds: PositiveFloat = 60.0
     """An idle keep-alive connection is closed after this time (keep it above the scrape interval)."""
-    cache_seconds: float = Field(default=1.0, ge=0)
+    cache_seconds: float = Field(default=0.25, ge=0)
     """/metrics is rendered at most once per this interval; scrapes in between get the same text."""
 
     @field_validator("listen")

@@ -64,7 +64,7 @@ class HttpLimits:
     max_connections: int = 100
     request_timeout_seconds: float = 5.0
     idle_timeout_seconds: float = 60.0
-    cache_seconds: float = 1.0
+    cache_seconds: float = 0.25
 
     @classmethod
     def from_settings(cls, settings: MetricsSettings) -> HttpLimits:
