@@ -136,3 +136,19 @@ async def test_pattern_semantics_match_aiokafkas_subscription(kafka_bootstrap: s
             await consumer.getmany(timeout_ms=200)
     finally:
         await consumer.stop()
+
+
+def test_bridge_map_refuses_an_illegal_topic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    path = tmp_path / "bridge.yaml"
+    data = {
+        "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topics": ["t"]},
+        "gateway": {"app_key": "k", "app_secret": "s"},
+    }
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    assert main(["map", "-c", str(path), "--topic", "a b", "-i", str(path)]) == 2
+    assert (
+        capsys.readouterr().err
+        == "error: --topic: topic 'a b' has characters Kafka does not allow (' '): use only a-z A-Z 0-9 . _ -\n"
+    )
