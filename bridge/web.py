@@ -158,13 +158,12 @@ class StatusServer:
                 continue
             try:
                 await self._room(loop)  # only someone waiting to be served evicts an idler
-            except BaseException:
-                client.close()
-                raise
-            try:
                 await loop.connect_accepted_socket(lambda: _Connection(self), client)
             except OSError:
                 client.close()
+            except BaseException:  # stopping
+                client.close()
+                raise
 
     async def _room(self, loop: asyncio.AbstractEventLoop) -> None:
         """Until a new connection fits: below the limit, or after evicting the connection that has waited
