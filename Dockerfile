@@ -2,7 +2,10 @@
 #   docker build -t campus-bridge .
 #   docker run --rm -e TOP_APP_KEY -e TOP_APP_SECRET -e KAFKA_BOOTSTRAP_SERVERS -e TOP_GATEWAY_URL \
 #              -p 9464:9464 campus-bridge
-# Mount your own config at /etc/campus-bridge/bridge.yaml and rules at /etc/campus-bridge/rules/.
+# The image's config is config/bridge.yaml, the production example: it has no defaults for the brokers, the
+# gateway URL, the app key or the secret, so the four variables above are required (a missing one exits 2,
+# naming it). No simulator key or secret is in the image. Mount your own config at
+# /etc/campus-bridge/bridge.yaml and rules at /etc/campus-bridge/rules/.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

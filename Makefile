@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench venv kafka-start kafka-stop clean
+.PHONY: demo test lint typecheck docs unit bench venv kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,14 +18,15 @@ venv: $(STAMP)
 
 ## The main job on local defaults: local Kafka + simulated gateway + sample events; Ctrl-C stops it all.
 demo: $(STAMP)
-	$(BIN)/bridge demo -c config/bridge.yaml
+	$(BIN)/bridge demo -c config/demo.yaml
 
-## Everything CI runs: lint, types, and the whole test suite against a real broker.
+## Everything CI runs: lint, types, the docs site, and the whole test suite against a real broker.
 test: $(STAMP)
 	scripts/install-test-deps
 	$(BIN)/ruff check bridge tests bench scripts
 	$(BIN)/ruff format --check bridge tests bench
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -34,6 +35,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## The documentation site (docs/ -> site/); fails on broken links, anchors or pages missing from the nav.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
 
 ## Only the tests that need no broker (fast).
 unit: $(STAMP)
@@ -51,4 +56,4 @@ kafka-stop:
 
 clean:
 	-scripts/kafka-local stop
-	rm -rf .kafka-local .run
+	rm -rf .kafka-local .run site

@@ -422,6 +422,7 @@ class World:
         metrics: bool = True,
         shutdown_timeout: float = 10,
         kafka: dict[str, Any] | None = None,
+        delivery: dict[str, Any] | None = None,
     ) -> Path:
         """A bridge config for this world: the bench rule, unlimited rate unless `rate`, WARNING logs."""
         data: dict[str, Any] = {
@@ -449,6 +450,7 @@ class World:
                 "rate_limit": {"per_second": rate, "burst": burst},
                 "retry": {"max_attempts": 12, "initial_backoff_seconds": 0.1, "max_backoff_seconds": 2},
                 "shutdown_timeout_seconds": shutdown_timeout,
+                **(delivery or {}),
             },
             "rules": {"inline": [BENCH_RULE]},
             "metrics": {"enabled": metrics},
@@ -480,6 +482,15 @@ class World:
         """GET /_sim/messages (every accepted msg_key with its first_received time)."""
         with urllib.request.urlopen(f"{self.sim_base}/_sim/messages", timeout=120) as resp:  # noqa: S310
             return list(orjson.loads(resp.read()))
+
+    def set_faults(self, **knobs: Any) -> dict[str, Any]:
+        """POST /_sim/faults (a partial update of the fault knobs at run time); the knobs now."""
+        req = urllib.request.Request(  # noqa: S310 - loopback URL we built
+            f"{self.sim_base}/_sim/faults", data=orjson.dumps(knobs), method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback URL we built
+            return dict(orjson.loads(resp.read()))
 
     def committed_to_end(self, timeout: float = 30.0) -> bool:
         """Wait until the group committed every partition to its end; False on timeout."""

@@ -14,6 +14,7 @@ Scenarios (docs/benchmarks.md explains each):
   memory                        5. 1M-event backlog, 100 ms gateway latency, RSS over 90 s
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off
+  outage                        a 120 s gateway outage under a 100/s stream, circuit on vs off
   profile                       py-spy profile of one bridge at full load (skipped without py-spy)
 
 Exit status: 0 when every scenario ran (whatever the figures), 1 if one failed to run, 2 on bad arguments;
@@ -37,6 +38,7 @@ from bench.latency import scenario_latency
 from bench.memory import scenario_memory
 from bench.metrics_overhead import scenario_metrics_overhead
 from bench.micro import scenario_gateway_sim, scenario_mapping
+from bench.outage import scenario_outage
 from bench.rate import scenario_rate
 from bench.throughput import scenario_scale_out, scenario_throughput
 
@@ -52,6 +54,7 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": scenario_memory,
     "drain": scenario_drain,
     "metrics_overhead": scenario_metrics_overhead,
+    "outage": scenario_outage,
     "profile": scenario_profile,
 }
 NEEDS_BROKER = frozenset(SCENARIOS) - {"mapping", "gateway_sim"}
@@ -81,7 +84,7 @@ def table(rows: list[Row]) -> str:
 
 
 def markdown(rows: list[Row]) -> str:
-    """The results as a Markdown table (for docs/benchmarks.md and the README)."""
+    """The results as a Markdown table (for docs/benchmarks.md)."""
     out = ["| scenario | figure | value | target | result |", "|---|---|---|---|---|"]
     for r in rows:
         result = "" if r.passed is None else ("pass" if r.passed else "**FAIL**")

@@ -1,24 +1,35 @@
 """Composition root of `bridge run`: build the parts, start them in order, stop them in reverse.
 
-    status server ─ gateway client ─ dead-letter sink ─ delivery engine ─ Kafka source
-Shutdown (first SIGTERM/SIGINT): stop fetching → let in-flight calls finish within
-`delivery.shutdown_timeout_seconds` → commit the finished prefix → close producer, consumer, HTTP session.
-A second signal exits at once (offsets not committed past what was finished: nothing is lost).
+    status server ─ gateway client ─ delivery engine ─ dead-letter sink ─ pipeline ─ Kafka source
+
+Start-up never fails for an outage: the status server answers first (/healthz 200, /readyz 503 with the
+reason), then the dead-letter producer and the consumer connect in the background, retrying for as long as
+the brokers are away. Only configuration errors end the process (exit 2, before this module runs).
+
+Signals: SIGTERM/SIGINT → stop fetching → let in-flight calls finish within
+`delivery.shutdown_timeout_seconds` → commit the finished prefix → close producer, consumer, HTTP session; a
+second one exits at once (offsets not committed past what was finished: nothing is lost). SIGHUP reloads the
+rules (see `bridge.reload`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from bridge.delivery import DeliveryEngine, Sender
 from bridge.gateway.client import TopClient
 from bridge.kafka.dead_letter import DeadLetterSink
 from bridge.kafka.source import KafkaSource
 from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline
+from bridge.reload import RuleReloader
 from bridge.rules import RuleSet
 from bridge.settings import Settings
 from bridge.web import StatusServer
@@ -31,7 +42,6 @@ class BridgeApp:
 
     def __init__(self, settings: Settings, rules: RuleSet, *, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.rules = rules
         self.metrics = metrics or Metrics(enabled=settings.metrics.enabled)
         self.metrics.prime(rules.ids)
         self.client = TopClient(settings.gateway)
@@ -43,11 +53,18 @@ class BridgeApp:
             metrics=self.metrics,
             on_pause=self._on_pause,
         )
-        self.source = KafkaSource(settings, rules, self.engine, self.metrics)
+        self.pipeline = Pipeline(settings, rules, self.engine, self.metrics)
+        self.source = KafkaSource(settings, self.pipeline, self.metrics)
+        self.reloader = RuleReloader(settings, rules, self.pipeline.swap_rules, self.metrics)
         self.status = StatusServer(self.metrics.registry, self.readiness, settings.metrics.listen)
         self._stop = asyncio.Event()
         self._signals = 0
-        self._started = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules in force (they change with a reload)."""
+        return self.pipeline.rules
 
     def _sender(self) -> Sender:
         return self.client
@@ -56,22 +73,35 @@ class BridgeApp:
         self.source.halt(reason)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready when consuming normally, not paused on a systemic error, and the DLQ producer is up."""
+        """Ready when connected to Kafka and in the group, not held, and the dead-letter topic is usable."""
         reasons: list[str] = []
-        if not self._started:
-            reasons.append("starting")
-        if self.engine.paused_reason is not None:
-            reasons.append(f"paused: gateway systemic error ({self.engine.paused_reason})")
-        if not self.dlq.healthy:
-            reasons.append("dead-letter producer not connected")
-        if self._started and not self.source.fetch_ok and not self.source.assigned_once:
-            reasons.append("consumer not connected")
+        source = self.source
+        servers = self.settings.kafka.bootstrap_servers
+        if not source.connected:
+            if source.kafka_error:
+                reasons.append(f"kafka unreachable ({servers}): {source.kafka_error}")
+            else:
+                reasons.append(f"connecting to kafka ({servers})")
+        elif not source.assigned_once:
+            reasons.append("joining the consumer group")
+        silent = source.unreachable_for()
+        if silent:
+            reasons.append(f"kafka unreachable for {silent:.0f} s ({servers}): {source.kafka_error or 'no answer'}")
+        hold = self.engine.hold
+        if hold is not None and hold.kind == "systemic":
+            reasons.append(f"paused: gateway systemic error ({hold.reason})")
+        elif hold is not None:
+            reasons.append("paused: circuit open, gateway unreachable")
+        if self.dlq.problem is not None:
+            reasons.append(f"dead-letter topic: {self.dlq.problem}")
         ok = not reasons
         self.metrics.ready.set(1 if ok else 0)
         detail: dict[str, object] = {
-            "partitions": len(self.source.parts),
-            "paused": self.engine.paused_reason,
+            "partitions": len(source.parts),
+            "paused": hold.reason if hold is not None else None,
+            "pause_cause": hold.cause if hold is not None else None,
             "cooling_down": self.engine.cooling_down,
+            "rate_per_second": round(self.engine.effective_rate, 2),
         }
         if reasons:
             detail["reasons"] = reasons
@@ -89,11 +119,28 @@ class BridgeApp:
         log.info("signal received: draining", extra={"ctx": {"signal": signame}})
         self.request_stop()
 
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: reloading the rules", extra={"ctx": {"config": str(self.settings.source_path)}})
+        self._spawn(self.reloader.reload("SIGHUP"), "reload")
+
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT → graceful stop; a second one → immediate exit."""
+        """SIGTERM/SIGINT → graceful stop (a second one → immediate exit); SIGHUP → reload the rules."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "background task failed", extra={"ctx": {"task": task.get_name(), "error": repr(task.exception())}}
+            )
 
     async def run(self) -> int:
         """Run until asked to stop; return the process exit status."""
@@ -104,30 +151,34 @@ class BridgeApp:
         if self.settings.metrics.enabled:
             await self.status.start()
         await self.client.start()
+        await self.engine.start()
+        s = self.settings
+        log.info(
+            "campus-bridge starting",
+            extra={
+                "ctx": {
+                    "topics": list(s.kafka.topics) or s.kafka.topic_pattern,
+                    "group_id": s.kafka.group_id,
+                    "bootstrap_servers": s.kafka.bootstrap_servers,
+                    "rules": len(self.rules),
+                    "gateway": s.gateway.url,
+                    "metrics": s.metrics.listen if s.metrics.enabled else None,
+                }
+            },
+        )
+        self._spawn(self.dlq.run(self._stop), "dead-letter-connect")
+        if s.rules.watch:
+            self._spawn(self.reloader.watch(s.rules.watch_interval_seconds, self._stop), "rules-watch")
         source_task: asyncio.Task[None] | None = None
         try:
-            await self.dlq.start()
-            await self.engine.start()
-            await self.source.start()
-            self._started = True
-            log.info(
-                "campus-bridge running",
-                extra={
-                    "ctx": {
-                        "topics": list(self.settings.kafka.topics) or self.settings.kafka.topic_pattern,
-                        "group_id": self.settings.kafka.group_id,
-                        "rules": len(self.rules),
-                        "gateway": self.settings.gateway.url,
-                        "metrics": self.settings.metrics.listen if self.settings.metrics.enabled else None,
-                    }
-                },
-            )
-            source_task = asyncio.create_task(self.source.run(), name="kafka-source")
-            stop_task = asyncio.create_task(self._stop.wait())
-            done, _ = await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            if source_task in done and source_task.exception() is not None:
-                raise source_task.exception()  # type: ignore[misc]
+            if await self.source.connect(self._stop):
+                log.info("campus-bridge running", extra={"ctx": {"group_id": s.kafka.group_id}})
+                source_task = asyncio.create_task(self.source.run(), name="kafka-source")
+                stop_task = asyncio.create_task(self._stop.wait())
+                done, _ = await asyncio.wait({source_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                stop_task.cancel()
+                if source_task in done and source_task.exception() is not None:
+                    raise source_task.exception()  # type: ignore[misc]
         finally:
             await self._shutdown(source_task)
         return 0
@@ -135,6 +186,7 @@ class BridgeApp:
     async def _shutdown(self, source_task: asyncio.Task[None] | None) -> None:
         started = time.monotonic()
         timeout = self.settings.delivery.shutdown_timeout_seconds
+        self._stop.set()
         self.source.stop_fetching()
         if source_task is not None and not source_task.done():
             try:
@@ -146,6 +198,10 @@ class BridgeApp:
             await self.source.close()
         except Exception:
             log.exception("closing the consumer failed")
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.dlq.stop()
         await self.client.close()
         await self.status.stop()

@@ -1,4 +1,4 @@
-"""Logging set-up: one JSON object a line (default) or text; phone numbers masked, secrets never logged.
+"""Logging set-up: one JSON object a line (default) or text; phone numbers masked, secrets scrubbed.
 
 Decision logs pass context as `extra={"ctx": {...}}` (topic, partition, offset, rule, msg_key, ...).
 """
@@ -13,7 +13,18 @@ from typing import Any
 
 import orjson
 
-_PHONE = re.compile(r"(?<![0-9])(\+?[0-9]{3})[0-9]{2,12}([0-9]{4})(?![0-9])")
+from bridge.redact import redact
+
+# A mainland mobile number (11 digits, 1[3-9]…), digits optionally separated by spaces, dashes or dots
+# (`138 0013 8000`, `138 - 0013 - 8000`), optionally after a +86 / 0086 / (+86) prefix; not inside a longer number.
+_SEP = r"[ \t.\-]{0,3}"
+_MOBILE = re.compile(
+    r"(?<![0-9])(?P<prefix>(?:(?:\+|00)86|\(\+?86\))[ \t.\-]?)?"
+    rf"(?P<head>1{_SEP}[3-9]{_SEP}[0-9])(?P<middle>(?:{_SEP}[0-9]){{4}})(?P<tail>(?:{_SEP}[0-9]){{4}})(?![0-9])"
+)
+# Any other long run of digits (international numbers): the first 3 and last 4 digits stay.
+_DIGITS = re.compile(r"(?<![0-9])(\+?[0-9]{3})[0-9]{2,12}([0-9]{4})(?![0-9])")
+_NOT_DIGIT = re.compile(r"[^0-9]")
 
 
 def mask_phone(value: str | None) -> str | None:
@@ -25,9 +36,36 @@ def mask_phone(value: str | None) -> str | None:
     return f"{value[:3]}****{value[-4:]}"
 
 
+def _mobile_masked(m: re.Match[str]) -> str:
+    head, tail = _NOT_DIGIT.sub("", m["head"]), _NOT_DIGIT.sub("", m["tail"])
+    return f"{m['prefix'] or ''}{head}****{tail}"
+
+
 def mask_text(text: str) -> str:
-    """Mask every phone-number-looking run of digits in free text."""
-    return _PHONE.sub(r"\1****\2", text)
+    """Mask every phone number in free text: mainland mobiles in any common writing, other long digit runs."""
+    return _DIGITS.sub(r"\1****\2", _MOBILE.sub(_mobile_masked, text))
+
+
+def scrub(text: str) -> str:
+    """What may leave the process in a log line: secrets redacted, then phone numbers masked."""
+    return mask_text(redact(text))
+
+
+def scrub_value(value: Any) -> Any:
+    """`scrub` applied to every text inside a nested value; a nested integer that is a mobile number is masked."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: _scrub_nested(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub_nested(v) for v in value]
+    return value
+
+
+def _scrub_nested(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and _MOBILE.fullmatch(text := str(value)):
+        return mask_text(text)
+    return scrub_value(value)
 
 
 # Context values that are identifiers we made, never free text from outside: left as they are.
@@ -35,8 +73,8 @@ _UNMASKED_KEYS = frozenset({"msg_key", "topic", "rule", "reason", "group_id", "d
 
 
 def _masked_ctx(ctx: dict[str, object]) -> dict[str, object]:
-    """Free-text context values (gateway messages, errors) may echo a phone number: mask them."""
-    return {k: mask_text(v) if isinstance(v, str) and k not in _UNMASKED_KEYS else v for k, v in ctx.items()}
+    """Every context value (nested ones too) scrubbed of secrets and phone numbers, except our own ids."""
+    return {k: redact(v) if k in _UNMASKED_KEYS and isinstance(v, str) else scrub_value(v) for k, v in ctx.items()}
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,13 +85,13 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": mask_text(record.getMessage()),
+            "msg": scrub(record.getMessage()),
         }
         ctx = getattr(record, "ctx", None)
         if isinstance(ctx, dict):
             out.update(_masked_ctx(ctx))
         if record.exc_info:
-            out["exc"] = mask_text(self.formatException(record.exc_info))
+            out["exc"] = scrub(self.formatException(record.exc_info))
         return orjson.dumps(out, default=str).decode()
 
 
@@ -63,13 +101,13 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         base = (
             f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {record.levelname:<7} "
-            f"{record.name}: {mask_text(record.getMessage())}"
+            f"{record.name}: {scrub(record.getMessage())}"
         )
         ctx = getattr(record, "ctx", None)
         if isinstance(ctx, dict) and ctx:
             base += " " + " ".join(f"{k}={v}" for k, v in _masked_ctx(ctx).items())
         if record.exc_info:
-            base += "\n" + mask_text(self.formatException(record.exc_info))
+            base += "\n" + scrub(self.formatException(record.exc_info))
         return base
 
 

@@ -132,6 +132,11 @@ class Metrics:
         self.rate_limit_per_second = Gauge(
             "bridge_rate_limit_per_second", "Configured gateway call rate (0 = unlimited).", registry=r
         )
+        self.rate_limit_effective = Gauge(
+            "bridge_rate_limit_effective_per_second",
+            "Gateway call rate in force now: below the configured one while recovering from a ban (0 = unlimited).",
+            registry=r,
+        )
         self.throttle_active = Gauge(
             "bridge_throttle_cooldown_active",
             "1 while a gateway ban (a call-limit answer) holds every sender.",
@@ -147,6 +152,29 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("bridge_ready", "1 when /readyz answers 200.", registry=r)
+        # --- circuit breaker on the gateway (issue 10)
+        self.circuit_state = Gauge(
+            "bridge_circuit_state",
+            "1 while the circuit is open (the gateway is unreachable: delivery paused, probing), else 0.",
+            registry=r,
+        )
+        self.circuit_openings = Counter(
+            "bridge_circuit_openings_total", "Times the circuit opened on shared transport failures.", registry=r
+        )
+        # --- rule reloads (SIGHUP / rules.watch)
+        self.rules_reloads = Counter(
+            "bridge_rules_reload_total",
+            "Rule reloads, by result (ok, failed: the old rules stay).",
+            ["result"],
+            registry=r,
+        )
+        self.rules_loaded = Gauge("bridge_rules_loaded", "Rules in force.", registry=r)
+        self.gateway_batch_size = Histogram(
+            "bridge_gateway_batch_size",
+            "Messages per gateway batch request (batching on).",
+            buckets=(1, 2, 5, 10, 20, 30, 40, 50),
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "bridge_consumer_lag_messages",
             "High watermark minus committed offset, per assigned partition.",
@@ -182,6 +210,14 @@ class Metrics:
             "bridge_rebalances_total", "Partition assignments and revocations.", ["kind"], registry=r
         )
         self.commits = Counter("bridge_commits_total", "Offset commits, by result.", ["result"], registry=r)
+        # Rule authoring aids: templates whose path resolved to missing (typos in optional fields show up here).
+        self.template_missing_total = Counter(
+            "bridge_template_missing_total",
+            "Events mapped with a field whose whole-{{ expr }} template resolved to missing (absent key), by rule"
+            " and field (json_data keys as json_data.KEY).",
+            ["rule", "field"],
+            registry=r,
+        )
         # HTTP endpoints (issue 10, item 8): connections the status server closed on its own.
         self.http_connections_closed = Counter(
             "bridge_http_connections_closed_total",
@@ -200,6 +236,7 @@ class Metrics:
         self._e2e_children: dict[str, Any] = {}
         self._consumed_children: dict[str, Any] = {}
         self._match_children: dict[str, Any] = {}
+        self._missing_children: dict[tuple[str, str], Any] = {}
 
     def prime(self, rules: tuple[str, ...] | list[str]) -> None:
         """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
@@ -222,6 +259,8 @@ class Metrics:
         for result in ("ok", "failed"):
             self.commits.labels(result)
         self.retries.labels("throttled")
+        for result in ("ok", "failed"):
+            self.rules_reloads.labels(result)
 
     def set_build_info(self) -> None:
         """Publish version, Python and aiokafka versions."""
@@ -247,6 +286,14 @@ class Metrics:
             child = self._match_children[rule] = self.rule_matches.labels(rule)
         child.inc()
 
+    def template_missing(self, rule: str, field: str) -> None:
+        """An event was mapped by `rule` with `field`'s template resolved to missing (`MapResult.missing`)."""
+        key = (rule, field)
+        child = self._missing_children.get(key)
+        if child is None:
+            child = self._missing_children[key] = self.template_missing_total.labels(rule, field)
+        child.inc()
+
     def message_final(self, rule: str, outcome: str) -> None:
         """A message reached a final state."""
         key = (rule, outcome)
@@ -266,6 +313,10 @@ class Metrics:
         if dur is None:
             dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
         dur.observe(seconds)
+
+    def gateway_batch(self, size: int) -> None:
+        """One batch request of `size` messages was sent."""
+        self.gateway_batch_size.observe(size)
 
     def delivered_after(self, rule: str, seconds: float) -> None:
         """Event-to-delivery latency of one delivered message."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -105,13 +105,19 @@ class MappingFailure:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class MapResult:
-    """Everything the rules made of one event."""
+class MapResult(NamedTuple):
+    """Everything the rules made of one event.
+
+    Immutable like the dataclasses here, but a named tuple: one is built per mapped event, and a tuple is
+    built about twice as fast as a frozen dataclass (which sets each field through `object.__setattr__`).
+    """
 
     items: tuple[Mapped | MappingFailure, ...] = ()
     matched: tuple[str, ...] = ()  # ids of rules whose `when` held (and topic matched)
     empty_fanout: tuple[str, ...] = ()  # ids of matched rules whose for_each gave no element
+    # (rule, field) of messages made with a field whose `{{ expr }}` resolved to missing: the field was left
+    # out (a json_data key: rendered null). Once per event and pair.
+    missing: tuple[tuple[str, str], ...] = ()
 
     @property
     def unmatched(self) -> bool:
@@ -144,6 +150,11 @@ class Outcome:
     ban_seconds: float | None = None
     detail: str | None = None  # e.g. "timeout", "connection reset", "business failure 500"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_transport_failure(self) -> bool:
+        """No usable gateway answer (connection, DNS, timeout, HTTP 5xx, undecodable body): the circuit counts these."""
+        return self.verdict is Verdict.RETRYABLE and self.code is None and self.sub_code is None
 
     @property
     def code_label(self) -> str:

@@ -12,8 +12,9 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from bridge.errors import ConfigError, ConfigIssue
+from bridge.redact import Redactor, redact, register, settings_secrets
 from bridge.topics import consumed_by, topic_name_problem
 from bridge.yamlsrc import Locator, MissingEnvError, YamlLoadError, dotted, expand_env, load_yaml
 
@@ -186,6 +188,10 @@ class KafkaSettings(_Model):
     """Longest gap between polls before the group evicts the member."""
     rebalance_drain_timeout_seconds: PositiveFloat = 10.0
     """On revoke, how long in-flight calls of those partitions may finish before commit."""
+    connect_timeout_seconds: PositiveFloat = 15.0
+    """Deadline of one attempt to reach the brokers; failed attempts are retried with capped backoff, forever."""
+    unreachable_after_seconds: PositiveFloat = 15.0
+    """Not ready (`/readyz` 503 "kafka unreachable") when no broker round trip succeeded for this long."""
     security: KafkaSecurity = KafkaSecurity()
     """TLS / SASL settings."""
 
@@ -271,6 +277,21 @@ class GatewaySettings(_Model):
         return self.app_secret.get_secret_value()
 
 
+class AdaptiveRate(_Model):
+    """How the rate recovers after a gateway ban (code 7): halve, then climb back step by step."""
+
+    enabled: bool = True
+    """Resume below the rate after a ban and climb back (off: resume at the configured rate and burst)."""
+    decrease: float = Field(default=0.5, gt=0, lt=1)
+    """Factor applied to the current rate on each ban."""
+    step_fraction: float = Field(default=0.1, gt=0, le=1)
+    """Share of the configured rate added back per ban-free interval."""
+    interval_seconds: PositiveFloat = 10.0
+    """Ban-free time between two steps up."""
+    min_per_second: PositiveFloat = 1.0
+    """The rate never drops below this."""
+
+
 class RateLimit(_Model):
     """Calls per second to the gateway for this process; `per_second: 0` means unlimited."""
 
@@ -278,6 +299,9 @@ class RateLimit(_Model):
     """Gateway calls per second for this process (0 = unlimited)."""
     burst: int = Field(default=20, ge=1)
     """Calls allowed at once above the steady rate."""
+    adaptive: AdaptiveRate = AdaptiveRate()
+    """Recovery after a ban: the burst is 1 and the rate climbs back from half (see the gauge
+    `bridge_rate_limit_effective_per_second`)."""
 
 
 class RetrySettings(_Model):
@@ -308,6 +332,34 @@ class PauseSettings(_Model):
     """Largest delay between probes."""
 
 
+class CircuitSettings(_Model):
+    """The circuit breaker on the gateway as a whole: shared transport failures pause delivery, not the DLQ."""
+
+    enabled: bool = True
+    """Pause (and probe) when the gateway is unreachable instead of retrying every message to exhaustion."""
+    window_seconds: PositiveFloat = 30.0
+    """Sliding window the failure ratio is computed over."""
+    min_calls: PositiveInt = 20
+    """Calls needed in the window before the ratio may open the circuit."""
+    failure_ratio: float = Field(default=0.8, gt=0, le=1)
+    """Share of transport failures (connection, DNS, TLS, timeout, HTTP 5xx, bad body) that opens it."""
+    consecutive_failures: PositiveInt = 5
+    """Transport failures in a row (nothing answered in between) that open it, whatever the volume."""
+    initial_probe_interval_seconds: PositiveFloat = 1.0
+    """First wait before probing the gateway with one message while open."""
+    max_probe_interval_seconds: PositiveFloat = 60.0
+    """Probe interval cap (it doubles after each failed probe)."""
+    resume_in_flight: PositiveInt = 4
+    """After the circuit closes (or a systemic pause ends), calls in flight start here and double per round
+    trip up to `max_in_flight`: delivery resumes from a small burst."""
+
+    @model_validator(mode="after")
+    def _probe_order(self) -> Self:
+        if self.max_probe_interval_seconds < self.initial_probe_interval_seconds:
+            raise ValueError("max_probe_interval_seconds must be >= initial_probe_interval_seconds")
+        return self
+
+
 class DeliverySettings(_Model):
     """Concurrency, ordering, rate limit, retries and shutdown of delivery."""
 
@@ -321,6 +373,8 @@ class DeliverySettings(_Model):
     """Retries of transient failures."""
     pause: PauseSettings = PauseSettings()
     """Probing while paused."""
+    circuit: CircuitSettings = CircuitSettings()
+    """Circuit breaker: pause on a gateway outage; time while open counts against no retry budget."""
     skip_older_than_seconds: float | None = Field(default=86400.0, ge=0)
     """Events older than this (Kafka timestamp) are skipped and counted; null = never."""
     shutdown_timeout_seconds: PositiveFloat = 30.0
@@ -338,6 +392,10 @@ class RulesSettings(_Model):
     """`deterministic`: UUIDv5 of record and rule (redeliveries de-duplicate); `random`: UUIDv4."""
     mobile_receiver_pattern: str = r"^\+?[0-9]{5,20}$"
     """A rendered `mobile_receiver` must match this."""
+    watch: bool = False
+    """Reload the rules when the config file or a rule file changes (mtime polling); SIGHUP always reloads."""
+    watch_interval_seconds: PositiveFloat = 5.0
+    """How often `watch` looks at the files."""
 
     @model_validator(mode="before")
     @classmethod
@@ -417,10 +475,39 @@ class Settings(_Model):
         return self.source_path.parent if self.source_path is not None else Path.cwd()
 
 
+def _secret_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """Key paths of every secret field (typed SecretStr) of `model` and of the sections inside it."""
+    found: set[tuple[str, ...]] = set()
+    for name, info in model.model_fields.items():
+        args = get_args(info.annotation) or (info.annotation,)
+        if SecretStr in args:
+            found.add((*prefix, name))
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                found |= _secret_paths(arg, (*prefix, name))
+    return found
+
+
+# Key paths of the secret fields: their inputs are never echoed in errors, their values scrubbed from output.
+SECRET_PATHS = frozenset(_secret_paths(Settings))
+
+
 def config_path(explicit: str | None, env: Mapping[str, str] | None = None) -> Path:
     """-c/--config wins, then $BRIDGE_CONFIG, then config/bridge.yaml."""
     env = os.environ if env is None else env
     return Path(explicit or env.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _secret_inputs(data: Any) -> list[str]:
+    """The values given for secret fields in raw config data, whatever their type (to scrub from errors)."""
+    found = []
+    for path in SECRET_PATHS:
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, dict | list):
+            found.append(str(value))
+    return found
 
 
 def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -> list[ConfigIssue]:
@@ -436,7 +523,8 @@ def _issues_from_validation(file: str, exc: ValidationError, locator: Locator) -
             msg = msg.removeprefix("Value error, ")
         if err["type"] not in {"missing", "extra_forbidden"} and "input" in err:
             given = err["input"]
-            if not isinstance(given, dict | list) and len(repr(given)) < 60 and "secret" not in dotted(loc):
+            secret = any(loc[: len(path)] == path for path in SECRET_PATHS)
+            if not isinstance(given, dict | list) and len(repr(given)) < 60 and not secret and f"{given!r}" not in msg:
                 msg = f"{msg} (got {given!r})"
         issues.append(ConfigIssue(file, dotted(loc), msg, locator.line(loc)))
     return issues
@@ -457,17 +545,20 @@ def parse_settings(
             [
                 ConfigIssue(
                     file,
-                    dotted(exc.path),
-                    f"environment variable {exc.name} is not set (use ${{{exc.name}:-default}} for a default)",
-                    locator.line(exc.path),
+                    dotted(path),
+                    f"environment variable {name} is {'empty' if name in env else 'not set'}",
+                    locator.line(path),
                 )
+                for name, path in exc.missing
             ]
         ) from None
     source = Path(file) if file != "<config>" else None
     try:
         return Settings.model_validate({**expanded, "source_path": source})
     except ValidationError as exc:
-        raise ConfigError(_issues_from_validation(file, exc, locator)) from None
+        scrub = Redactor(_secret_inputs(expanded))
+        issues = _issues_from_validation(file, exc, locator)
+        raise ConfigError([replace(i, message=redact(scrub(i.message))) for i in issues]) from None
 
 
 def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Settings:
@@ -479,7 +570,9 @@ def load_settings(path: Path | str, env: Mapping[str, str] | None = None) -> Set
         raise ConfigError([ConfigIssue(str(path), "", exc.message, exc.line)]) from None
     if isinstance(data, dict) and "source_path" in data:
         raise ConfigError([ConfigIssue(str(path), "source_path", "unknown key", locator.line(("source_path",)))])
-    return parse_settings(data, file=str(path), locator=locator, env=env)
+    settings = parse_settings(data, file=str(path), locator=locator, env=env)
+    register(*settings_secrets(settings))  # every output boundary scrubs them from now on (bridge.redact)
+    return settings
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

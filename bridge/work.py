@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from bridge.kafka.offsets import PartitionOffsets
 from bridge.models import MobileReceiverMessageEvent, Outcome, RecordMeta
+from bridge.redact import redact
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +54,7 @@ class Job:
     first_attempt_ms: int | None = None
     last_attempt_ms: int | None = None
     first_attempt_mono: float | None = None
+    held_mark: float = 0.0  # the engine's held time at the first attempt (held time is not age)
     last_outcome: Outcome | None = None
 
 
@@ -75,12 +77,16 @@ class DeadLetter:
     extra_headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def headers(self) -> list[tuple[str, bytes]]:
-        """Original headers followed by the `bridge.*` context headers."""
+        """Original headers followed by the `bridge.*` context headers (secrets scrubbed from the texts).
+
+        Phone numbers are NOT masked here: the dead-letter topic holds the full record (see the docs on
+        protecting it); only credentials that an error text may quote are removed.
+        """
         meta = self.record.meta
         out = list(meta.headers)
         ctx: dict[str, str | int | None] = {
             "bridge.reason": self.reason,
-            "bridge.error": self.message,
+            "bridge.error": redact(self.message),
             "bridge.rule": self.rule,
             "bridge.field": self.field,
             "bridge.code": self.code,
@@ -94,7 +100,7 @@ class DeadLetter:
             "bridge.source_offset": meta.offset,
             "bridge.source_timestamp_ms": meta.timestamp_ms,
         }
-        ctx.update(self.extra_headers)
+        ctx.update((k, redact(v)) for k, v in self.extra_headers.items())
         out.extend((k, str(v).encode()) for k, v in ctx.items() if v is not None)
         if self.payload is not None:
             out.append(("bridge.message", self.payload))

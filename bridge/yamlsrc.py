@@ -56,12 +56,11 @@ class YamlLoadError(Exception):
 
 
 class MissingEnvError(Exception):
-    """A `${VAR}` without default names an unset variable."""
+    """`${VAR}`s without default name unset variables: `missing` holds (name, key path) of each, in file order."""
 
-    def __init__(self, name: str, path: PathKey) -> None:
-        super().__init__(name)
-        self.name = name
-        self.path = path
+    def __init__(self, missing: list[tuple[str, PathKey]]) -> None:
+        super().__init__(", ".join(name for name, _ in missing))
+        self.missing = missing
 
 
 def _walk(node: yaml.Node, path: PathKey, out: dict[PathKey, int], depth: int = 0) -> None:
@@ -157,8 +156,19 @@ def load_yaml(path: Path) -> tuple[Any, Locator]:
     return parse_yaml(text)
 
 
-def expand_env(data: Any, env: Mapping[str, str], path: PathKey = ()) -> Any:
-    """Expand `${VAR}` and `${VAR:-default}` in every string value; `$$` is a literal `$`."""
+def expand_env(data: Any, env: Mapping[str, str]) -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string value; `$$` is a literal `$`.
+
+    An unset (or empty) `${VAR}` without default is an error; every such variable is reported at once.
+    """
+    missing: list[tuple[str, PathKey]] = []
+    expanded = _expand(data, env, (), missing)
+    if missing:
+        raise MissingEnvError(missing)
+    return expanded
+
+
+def _expand(data: Any, env: Mapping[str, str], path: PathKey, missing: list[tuple[str, PathKey]]) -> Any:
     if isinstance(data, str):
         if "$" not in data:
             return data
@@ -168,17 +178,18 @@ def expand_env(data: Any, env: Mapping[str, str], path: PathKey = ()) -> Any:
                 return "$"
             name, default = m.group(1), m.group(2)
             value = env.get(name)
-            if value is None or (value == "" and default is not None):
+            if not value:  # unset or empty: a forgotten `-e VAR` must not pass as an empty credential
                 if default is None:
-                    raise MissingEnvError(name, path)
+                    missing.append((name, path))
+                    return ""
                 return default
             return value
 
         return _ENV_RE.sub(sub, data)
     if isinstance(data, dict):
-        return {k: expand_env(v, env, (*path, str(k))) for k, v in data.items()}
+        return {k: _expand(v, env, (*path, str(k)), missing) for k, v in data.items()}
     if isinstance(data, list):
-        return [expand_env(v, env, (*path, i)) for i, v in enumerate(data)]
+        return [_expand(v, env, (*path, i), missing) for i, v in enumerate(data)]
     return data
 
 

@@ -12,6 +12,8 @@ Fixtures
 Every test that uses ``kafka_bootstrap`` (directly or through ``new_topic``/``topic``) gets the ``kafka``
 marker automatically, so ``pytest -m "not kafka"`` runs without starting a broker.
 
+Every test is also watched by the ``leakguard`` plugin: a test secret in any output fails the test.
+
 Env: ``KAFKA_BOOTSTRAP_SERVERS`` (use an existing broker), ``KAFKA_LOCAL_KEEP=1`` (keep the session
 broker's state dir with its logs after the run, for debugging).
 """
@@ -32,6 +34,10 @@ from typing import Protocol
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+# leakguard: no test secret may appear in any output of the suite (see tests/leakguard.py);
+# pytester: tests/test_leakguard.py runs a planted suite through it.
+pytest_plugins = ("pytester", "leakguard")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local"

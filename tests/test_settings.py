@@ -126,6 +126,49 @@ def test_secret_value_never_echoed_in_errors() -> None:
     assert "hunter2" not in str(ei.value)
 
 
+SASL = """\
+  security:
+    protocol: SASL_PLAINTEXT
+    sasl_mechanism: PLAIN
+    sasl_username: bridge
+    sasl_password: SASLPW
+"""
+
+
+@pytest.mark.parametrize(
+    ("mutation", "path", "secret"),
+    [
+        (lambda t: t + "  session: 98765432109876\n", "gateway.session", "98765432109876"),
+        (
+            lambda t: t.replace("gateway:", SASL.replace("SASLPW", "12345678901") + "gateway:"),
+            "kafka.security.sasl_password",
+            "12345678901",
+        ),
+        (lambda t: t.replace("app_secret: s", "app_secret: 31415926535"), "gateway.app_secret", "31415926535"),
+        (
+            lambda t: t + "  url: ftp://gw.example/router/rest?session=sess-in-url-42\n",
+            "gateway.url",
+            "sess-in-url-42",
+        ),
+        (
+            lambda t: (
+                t.replace("app_secret: s", "app_secret: visible-secret-42") + "  url: ftp://gw/?k=visible-secret-42\n"
+            ),
+            "gateway.url",
+            "visible-secret-42",
+        ),
+    ],
+    ids=["session-number", "sasl-password-number", "app-secret-number", "session-in-url", "secret-quoted-elsewhere"],
+)
+def test_cli_validate_never_echoes_a_secret_value(
+    tmp_path: Path, mutation: Callable[[str], str], path: str, secret: str
+) -> None:
+    r = run_cli("validate", "-c", str(write(tmp_path, mutation(MINIMAL))))
+    assert r.returncode == 2
+    assert f": {path}: " in r.stderr, r.stderr
+    assert secret not in r.stderr + r.stdout
+
+
 def test_plain_rules_list_is_taken_as_inline() -> None:
     data = parse_yaml(MINIMAL + "rules:\n  - id: a\n")[0]
     assert parse_settings(data, env={}).rules.inline == [{"id": "a"}]
@@ -153,10 +196,32 @@ def test_cli_version() -> None:
     assert r.returncode == 0 and r.stdout.startswith("campus-bridge ")
 
 
-def test_cli_validate_shipped_config_prints_ok() -> None:
-    r = run_cli("validate", "-c", "config/bridge.yaml")
+PRODUCTION_ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": "kafka-1.campus.internal:9092",
+    "TOP_GATEWAY_URL": "https://eco.taobao.com/router/rest",
+    "TOP_APP_KEY": "12345678",
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "env"),
+    [("config/demo.yaml", {}), ("config/bridge.yaml", {**PRODUCTION_ENV, "TOP_APP_SECRET": "s"})],
+    ids=["demo", "production"],
+)
+def test_cli_validate_shipped_configs_print_ok(config: str, env: dict[str, str]) -> None:
+    r = run_cli("validate", "-c", config, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok")
+
+
+def test_every_unset_variable_is_reported_at_once(tmp_path: Path) -> None:
+    text = MINIMAL.replace("app_secret: s", "app_secret: ${SECRET_A}").replace("app_key: k", "app_key: ${KEY_B}")
+    with pytest.raises(ConfigError) as ei:
+        load_settings(write(tmp_path, text), env={"KEY_B": ""})
+    assert [i.message for i in ei.value.issues] == [
+        "environment variable KEY_B is empty",
+        "environment variable SECRET_A is not set",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -182,7 +247,8 @@ def test_cli_validate_errors_exit_2_without_traceback(
 
 
 def test_cli_config_show_masks_secrets_and_expands_env() -> None:
-    r = run_cli("config", "show", "-c", "config/bridge.yaml", env={"TOP_APP_SECRET": "real-secret-xyz"})
+    env = {**PRODUCTION_ENV, "TOP_APP_SECRET": "real-secret-xyz"}
+    r = run_cli("config", "show", "-c", "config/bridge.yaml", env=env)
     assert r.returncode == 0, r.stderr
     assert "real-secret-xyz" not in r.stdout
     assert "app_secret: '********'" in r.stdout

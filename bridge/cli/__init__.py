@@ -25,6 +25,7 @@ log = logging.getLogger("bridge.cli")
 # Order shown in `bridge --help`.
 COMMAND_MODULES = (
     "validate",
+    "check",
     "config_show",
     "map",
     "test",
@@ -71,9 +72,11 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def print_config_error(exc: ConfigError) -> None:
-    """Config problems go to stderr, one line each, no traceback."""
+    """Config problems go to stderr, one line each, no traceback, secrets scrubbed."""
+    from bridge.redact import redact
+
     for issue in exc.issues:
-        print(f"error: {issue}", file=sys.stderr)
+        print(f"error: {redact(str(issue))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `config show` to the CLI."""
     p = sub.add_parser(NAME, help=HELP, description=HELP)
     inner = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", required=True)
-    show = inner.add_parser("show", help="print the effective config (env expanded, secrets masked)")
+    show = inner.add_parser(
+        "show",
+        help="print the effective config (env expanded, secrets masked)",
+        description=(
+            "Print the effective configuration as YAML: the file with ${VAR} references expanded from the "
+            "environment and every default filled in; secrets (app_secret, session, sasl_password) are shown as "
+            "********. Reads nothing but the file and the environment; exit status 2 for a bad config."
+        ),
+    )
     add_config_argument(show)
     show.set_defaults(func=run)
 

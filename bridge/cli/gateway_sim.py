@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="default 127.0.0.1:8080")
     p.add_argument("--app-key", default="campus-demo", help="the one app key accepted (default campus-demo)")
     p.add_argument("--app-secret", default="local-simulator-secret", help="its secret (default local-simulator-secret)")
+    p.add_argument(
+        "--clock-offset-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="run the gateway's clock S seconds ahead (negative: behind) of this host's, to test clock skew",
+    )
     faults = p.add_argument_group("faults (also settable at run time: POST /_sim/faults)")
     for flag, _field, typ, text in FAULT_FLAGS:
         faults.add_argument(flag, type=typ, default=None, help=text)
@@ -90,10 +97,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return run_loop(_serve(host, port, args.app_key, args.app_secret, faults))
+    return run_loop(_serve(host, port, args.app_key, args.app_secret, faults, clock_offset=args.clock_offset_seconds))
 
 
-async def _serve(host: str, port: int, app_key: str, app_secret: str, faults: Any) -> int:
+async def _serve(host: str, port: int, app_key: str, app_secret: str, faults: Any, *, clock_offset: float) -> int:
+    import time
+
     from bridge.gateway.sim import PATH, SimGateway
 
     logging.getLogger("aiohttp.server").addFilter(_QuietClientErrors())
@@ -102,7 +111,8 @@ async def _serve(host: str, port: int, app_key: str, app_secret: str, faults: An
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    gateway = SimGateway(app_key=app_key, app_secret=app_secret, faults=faults)
+    clock = (lambda: time.time() + clock_offset) if clock_offset else None
+    gateway = SimGateway(app_key=app_key, app_secret=app_secret, faults=faults, clock=clock)
     try:
         try:
             await gateway.start(host, port)

@@ -6,6 +6,11 @@ Output lines (every one carries `line`, the 1-based input line):
 - `{"line": N, "error": {"field": "$", "reason": T}}`    the line is not JSON, or not a JSON object;
 - `{"line": N, "rule": R, "empty_fanout": true}`         the rule matched but `for_each` gave nothing;
 - `{"line": N, "unmatched": true}`                       no rule applied.
+With `--explain`, each input line first gets one line per rule saying why it matched or not:
+- `{"line": N, "rule": R, "explain": {"matched": B, "why": T, "when": {"source", "holds", "terms": [...]}}}`
+  (each `&&`/`||` term of `when` with its value, both sides of a comparison, the operand of a `!`).
+Warnings go to stderr: `warning: line N: rule R: FIELD: {{ expr }}: event.x has no key 'y'; the field is left
+out` for every field whose whole-`{{ expr }}` template resolved to missing (a typo in an optional field).
 Blank lines are skipped. Exit status 1 if any line is an error, else 0; 2 for a bad config or rule.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -29,6 +35,7 @@ from bridge.topics import topic_name_problem
 
 if TYPE_CHECKING:
     from bridge.rules import RuleSet
+    from bridge.settings import Settings
 
 NAME = "map"
 HELP = "dry run: map JSON events (one per line) through the rules and print the messages"
@@ -45,6 +52,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--timestamp-ms", type=int, default=None, help="record timestamp (default: now)")
     p.add_argument("--key", default=None, help="record key (default: none)")
     p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE", help="a record header (repeatable)")
+    p.add_argument(
+        "--explain", action="store_true", help="also print, per rule, why it matched or not (when terms and values)"
+    )
     p.set_defaults(func=run)
 
 
@@ -77,49 +87,78 @@ def run(args: argparse.Namespace) -> int:
         key=args.key.encode("utf-8") if args.key is not None else None,
         headers=tuple(headers),
     )
+    explain = None
+    if args.explain:
+        explain = _not_consumed(settings, topic) or ""
     if args.input == "-":
         if isinstance(sys.stdin, io.TextIOWrapper):  # bad UTF-8 is reported per line, not a crash
             sys.stdin.reconfigure(errors="surrogateescape")
-        return _map_lines(sys.stdin, ruleset, base)
+        return _map_lines(sys.stdin, ruleset, base, explain)
     try:
         stream = open(args.input, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - closed below
     except OSError as exc:
         print(f"error: cannot read {args.input}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     with stream:
-        return _map_lines(stream, ruleset, base)
+        return _map_lines(stream, ruleset, base, explain)
 
 
-def _map_lines(stream: Iterable[str], ruleset: RuleSet, base: RecordMeta) -> int:
+def _not_consumed(settings: Settings, topic: str) -> str | None:
+    """Why the daemon would never read `topic` with this config, or None when it would."""
+    k = settings.kafka
+    if topic in k.topics or (k.topic_pattern and re.match(k.topic_pattern, topic)):
+        return None
+    listed = f"kafka.topics: {', '.join(k.topics)}" if k.topics else f"kafka.topic_pattern: {k.topic_pattern}"
+    return f"topic {topic} is not consumed ({listed})"
+
+
+def _map_lines(stream: Iterable[str], ruleset: RuleSet, base: RecordMeta, explain: str | None) -> int:
+    """`explain`: None (no explanations), "" (explain), or why the records' topic is not consumed."""
     failed = False
     out: IO[str] = sys.stdout
     for number, text in enumerate(stream, start=1):
         if not text.strip():
             continue
         meta = replace(base, offset=base.offset + number - 1)
-        for line in map_line(ruleset, number, text, meta):
+        lines, warnings = map_line(ruleset, number, text, meta, explain=explain)
+        for line in lines:
             failed = failed or "error" in line
             try:
                 out.write(orjson.dumps(line).decode("utf-8") + "\n")
             except orjson.JSONEncodeError:  # a reason quoting invalid text: escape it rather than fail
                 out.write(json.dumps(line) + "\n")
+        for warning in warnings:
+            print(f"warning: line {number}: {warning}", file=sys.stderr)
     out.flush()
     return 1 if failed else 0
 
 
-def map_line(ruleset: RuleSet, number: int, text: str, meta: RecordMeta) -> list[dict[str, Any]]:
-    """The output objects for one input line."""
+def map_line(
+    ruleset: RuleSet, number: int, text: str, meta: RecordMeta, *, explain: str | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The output objects for one input line, and its warnings (`rule R: FIELD: why; effect`)."""
+    from bridge.rules.explain import explain_rules, missing_detail, missing_effect
+
     try:
         event = orjson.loads(text.encode("utf-8", "surrogateescape"))
     except orjson.JSONDecodeError as exc:
-        return [{"line": number, "error": {"field": "$", "reason": f"not JSON: {exc}"}}]
+        return [{"line": number, "error": {"field": "$", "reason": f"not JSON: {exc}"}}], []
     if not isinstance(event, dict):
         kind = "array" if isinstance(event, list) else type(event).__name__
-        return [{"line": number, "error": {"field": "$", "reason": f"not a JSON object: got {kind}"}}]
-    result = ruleset.map(event, meta)
-    if result.unmatched:
-        return [{"line": number, "unmatched": True}]
+        return [{"line": number, "error": {"field": "$", "reason": f"not a JSON object: got {kind}"}}], []
     lines: list[dict[str, Any]] = []
+    if explain is not None:
+        for entry in explain_rules(ruleset, event, meta, not_consumed=explain or None):
+            lines.append({"line": number, "rule": entry.pop("rule"), "explain": entry})
+    result = ruleset.map(event, meta)
+    warnings = []
+    for rule_id, field in result.missing:
+        rule = ruleset.get(rule_id)
+        assert rule is not None
+        detail = missing_detail(rule, field, event, meta, ruleset)
+        warnings.append(f"rule {rule_id}: {field}: {detail}; {missing_effect(field)}")
+    if result.unmatched:
+        return [*lines, {"line": number, "unmatched": True}], warnings
     for item in result.items:
         if isinstance(item, Mapped):
             lines.append({"line": number, "rule": item.rule, "message": item.message.to_api_dict()})
@@ -127,4 +166,4 @@ def map_line(ruleset: RuleSet, number: int, text: str, meta: RecordMeta) -> list
             error = {"field": item.field, "reason": item.reason}
             lines.append({"line": number, "rule": item.rule, "error": error})
     lines.extend({"line": number, "rule": rule, "empty_fanout": True} for rule in result.empty_fanout)
-    return lines
+    return lines, warnings

@@ -35,7 +35,18 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args.config))
     rules = load_rules(settings)
     setup_logging((args.log_level or settings.logging.level).upper(), args.log_format or settings.logging.format)
+    _quiet_kafka_library_logs()
     return run_loop(_main(settings, rules))
+
+
+def _quiet_kafka_library_logs() -> None:
+    """aiokafka's routine set-up errors and outage floods: see bridge.kafka.logfilter."""
+    import logging
+
+    from bridge.kafka.logfilter import install
+
+    for handler in logging.getLogger().handlers:
+        install(handler)
 
 
 def run_loop(coro: Coroutine[Any, Any, int]) -> int:

@@ -1,8 +1,9 @@
 """`bridge send -c FILE --mobile N ...`: send one message through the configured gateway and print the outcome.
 
-How an operator checks credentials and connectivity. Exit status: 0 delivered, 1 rejected (this message is
-wrong), 3 retryable or throttled (try again later), 4 systemic (credentials, signature, clock, permissions,
-URL: fix the configuration), 2 bad usage or config.
+It delivers a real push to `--mobile` (required for event_type mobile_receiver: there is no default
+recipient); `bridge check` verifies the credentials without sending anything. Exit status: 0 delivered,
+1 rejected (this message is wrong), 3 retryable or throttled (try again later), 4 systemic (credentials,
+signature, clock, permissions, URL: fix the configuration), 2 bad usage or config.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bridge.cli import add_config_argument
+from bridge.logs import scrub, scrub_value
 from bridge.models import EVENT_TYPES, MobileReceiverMessageEvent
 from bridge.settings import config_path, load_settings
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 NAME = "send"
 HELP = "send one message through the configured gateway client and print the classified outcome"
+# Texts that come from the gateway or from error messages: scrubbed of secrets and phone numbers.
+_FREE_TEXT = frozenset({"msg", "sub_msg", "detail", "extra"})
 EXIT_CODES = {"delivered": 0, "rejected": 1, "retryable": 3, "throttled": 3, "systemic": 4}
 
 # (flag, MobileReceiverMessageEvent field, help)
@@ -44,7 +48,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the command to the CLI."""
     p = sub.add_parser(NAME, help=HELP, description=HELP)
     add_config_argument(p)
-    p.add_argument("--mobile", metavar="NUMBER", help="mobile_receiver: the phone number (needed for mobile_receiver)")
+    p.add_argument(
+        "--mobile",
+        metavar="NUMBER",
+        help="the phone number (mobile_receiver); required for event_type mobile_receiver, no default",
+    )
     p.add_argument(
         "--event-type", default="mobile_receiver", choices=sorted(EVENT_TYPES), help="default mobile_receiver"
     )
@@ -77,8 +85,8 @@ def build_message(args: argparse.Namespace, now: float | None = None) -> MobileR
 
 
 def outcome_dict(outcome: Outcome, message: MobileReceiverMessageEvent) -> dict[str, Any]:
-    """The outcome as JSON-ready data (no phone number, no secret)."""
-    return {
+    """The outcome as JSON-ready data (no phone number, no secret: gateway and error texts are scrubbed)."""
+    data = {
         "verdict": outcome.verdict.value,
         "code": outcome.code,
         "sub_code": outcome.sub_code,
@@ -92,6 +100,7 @@ def outcome_dict(outcome: Outcome, message: MobileReceiverMessageEvent) -> dict[
         "msg_key": message.msg_key,
         **({"extra": outcome.extra} if outcome.extra else {}),
     }
+    return {k: scrub_value(v) if k in _FREE_TEXT else v for k, v in data.items()}
 
 
 def format_outcome(outcome: Outcome, message: MobileReceiverMessageEvent) -> str:
@@ -102,7 +111,7 @@ def format_outcome(outcome: Outcome, message: MobileReceiverMessageEvent) -> str
     if outcome.ban_seconds is not None:
         parts.append(f"ban_seconds={outcome.ban_seconds:g}")
     parts.append(f"latency_ms={outcome.latency_seconds * 1000:.1f}")
-    return " ".join(parts)
+    return scrub(" ".join(parts))
 
 
 async def _send(settings: GatewaySettings, message: MobileReceiverMessageEvent) -> Outcome:
@@ -114,6 +123,13 @@ async def _send(settings: GatewaySettings, message: MobileReceiverMessageEvent) 
 
 def run(args: argparse.Namespace) -> int:
     """Load the config, send one message, print the outcome; the exit status says its class."""
+    if args.event_type == "mobile_receiver" and not args.mobile:
+        print(
+            "error: --mobile is required for event_type mobile_receiver (there is no default recipient;"
+            " to check credentials without sending anything, use `bridge check`)",
+            file=sys.stderr,
+        )
+        return 2
     settings = load_settings(config_path(args.config))
     try:
         message = build_message(args)

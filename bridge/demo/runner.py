@@ -1,6 +1,6 @@
 """`bridge demo`: start the local stack, feed generated campus events, print a live summary, clean up.
 
-scripts/kafka-local (broker) ── bridge gateway-sim ── bridge run -c config/bridge.yaml
+scripts/kafka-local (broker) ── bridge gateway-sim ── bridge run -c config/demo.yaml
              ▲                                                     │
     generator (this process) ──► campus.*.events ──────────────────┘
 """
@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,10 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from bridge.demo.generator import TOPICS, CampusEventGenerator, Generated
 from bridge.devstack import REPO_ROOT, BridgeProc, LocalStack, free_port, http_get
+from bridge.kafka.client_options import connection_options
 from bridge.models import Mapped, RecordMeta
 from bridge.rules import RuleSet
-from bridge.settings import Settings
+from bridge.settings import Settings, load_settings
 
 PARTITIONS = 3
 SIM_FAULTS = ["--latency-ms", "5", "--latency-jitter-ms", "20", "--isp-error-rate", "0.02", "--http-503-rate", "0.01"]
@@ -57,6 +59,22 @@ def expect(gen: Generated, rules: RuleSet, exp: Expected) -> None:
             exp.messages += 1
         else:
             exp.dead_letters += 1
+
+
+SIM_URL_ENV = "SIM_GATEWAY_URL"  # config/demo.yaml's gateway.url variable
+
+
+def sends_only_to_the_simulator(config: Path) -> str | None:
+    """None if the config's gateway.url is `${SIM_GATEWAY_URL…}` (so the demo sends only to the simulator it
+    starts); otherwise the reason, for the user."""
+    probe = "http://127.0.0.1:1/demo-probe/router/rest"
+    url = load_settings(config, env={**os.environ, SIM_URL_ENV: probe}).gateway.url
+    if url == probe:
+        return None
+    return (
+        f"{config}: gateway.url does not come from ${{{SIM_URL_ENV}}}: the demo sends only to the simulator it "
+        "starts; use config/demo.yaml (or a copy of it)"
+    )
 
 
 def _sum(metrics: dict[str, float], name: str, contains: str = "") -> float:
@@ -90,7 +108,7 @@ class Demo:
         metrics_port = 9464 if _port_free(9464) else free_port()
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "TOP_GATEWAY_URL": sim_url,
+            SIM_URL_ENV: sim_url,
             "BRIDGE_GROUP_ID": f"campus-bridge-demo-{uuid.uuid4().hex[:8]}",
         }
         self.bridge = self.stack.start_bridge(self.config, env=env, metrics_port=metrics_port)
@@ -111,24 +129,17 @@ class Demo:
             await admin.close()
 
     async def feed(self, events: int | None, rate: float, gen: CampusEventGenerator, stop: asyncio.Event) -> None:
-        """Produce `events` records (or forever) at `rate` per second."""
+        """Produce `events` records (or forever) at `rate` per second, accounting for each."""
         assert self.stack.bootstrap is not None
         producer = AIOKafkaProducer(bootstrap_servers=self.stack.bootstrap, linger_ms=5)
         await producer.start()
         try:
-            start = time.monotonic()
-            n = 0
-            while not stop.is_set() and (events is None or n < events):
-                g = gen.next()
-                expect(g, self.rules, self.expected)
-                await producer.send(g.topic, g.value, timestamp_ms=g.timestamp_ms)
-                n += 1
-                delay = start + n / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await producer.flush()
+            await produce(producer, gen, events=events, rate=rate, stop=stop, on_record=self._expect)
         finally:
             await producer.stop()
+
+    def _expect(self, g: Generated) -> None:
+        expect(g, self.rules, self.expected)
 
     def snapshot(self) -> dict[str, float]:
         """Bridge counters now."""
@@ -186,6 +197,45 @@ class Demo:
         """Stop everything this demo started."""
         self.log("stopping the bridge, the simulator and the broker …")
         self.stack.close()
+
+
+async def produce(
+    producer: AIOKafkaProducer, gen: CampusEventGenerator, *, events: int | None, rate: float, stop: asyncio.Event,
+    on_record: Callable[[Generated], None] | None = None,
+) -> int:  # fmt: skip
+    """Send `events` generated records (or until `stop`) at `rate` per second; the number sent."""
+    start = time.monotonic()
+    n = 0
+    while not stop.is_set() and (events is None or n < events):
+        g = gen.next()
+        if on_record is not None:
+            on_record(g)
+        await producer.send(g.topic, g.value, timestamp_ms=g.timestamp_ms)
+        n += 1
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    await producer.flush()
+    return n
+
+
+async def run_producer(settings: Settings, *, events: int | None, rate: float, seed: int) -> int:
+    """`bridge demo --produce-only`: feed generated campus events into the config's Kafka until SIGTERM/SIGINT
+    (or `events` are sent). Starts nothing else: the topics must exist (docker-compose's kafka-init makes them)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    producer = AIOKafkaProducer(**connection_options(settings.kafka), linger_ms=5)
+    await producer.start()
+    try:
+        print(f"producing campus events at {rate:g}/s to {', '.join(TOPICS)}", file=sys.stderr, flush=True)
+        sent = await produce(producer, CampusEventGenerator(seed), events=events, rate=rate, stop=stop)
+        print(f"produced {sent} records", file=sys.stderr, flush=True)
+    finally:
+        await producer.stop()
+    return 0
 
 
 def _port_free(port: int) -> bool:

@@ -73,9 +73,8 @@ class GcraLimiter:
         self._sleep = sleep
         self.rate = rate
         self.burst = max(1, burst)
-        self._interval = 0.0
-        self._tau = 0.0
-        self.set_rate(rate, burst)
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._tau = (self.burst - 1) * self._interval
         self._tat = 0.0
         self._ban_until = 0.0
         self._lock = asyncio.Lock()
@@ -87,12 +86,23 @@ class GcraLimiter:
     async def stop(self) -> None:
         """Nothing to release."""
 
-    def set_rate(self, rate: float, burst: int) -> None:
-        """Change rate and burst; the schedule already taken (TAT) is kept, so no burst is created."""
+    def set_rate(self, rate: float, burst: int, now: float | None = None) -> None:
+        """Change rate and burst from `now` on, without creating a burst.
+
+        The schedule already taken (TAT, and any ban) is kept, and so is the burst credit built up so far
+        (capped by the new burst): raising the burst of a busy limiter does not let a crowd go at once — the
+        credit grows back only with idle time, as it would have.
+        """
+        old_tau = self._tau
         self.rate = rate
         self.burst = max(1, burst)
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._tau = (self.burst - 1) * self._interval
+        if self._interval == 0.0 or self._tau <= old_tau:
+            return
+        now = self._clock() if now is None else now
+        credit = max(0.0, old_tau - max(0.0, self._tat - now))  # how far ahead of schedule calls may run now
+        self._tat = max(self._tat, now + self._tau - credit)
 
     @property
     def unlimited(self) -> bool:

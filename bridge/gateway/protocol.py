@@ -1,4 +1,4 @@
-"""Protocol facts of `alibaba.campus.mc.message.sendmessagetomobile` on the TOP gateway. Pure, no I/O.
+"""Protocol facts of `alibaba.campus.mc.message.sendmessagetomobile` (and `taobao.time.get`) on TOP. Pure.
 
 Names, system parameters, error codes with the gateway's own wording, the two response envelopes and the
 `yyyy-MM-dd HH:mm:ss` GMT+8 timestamp. Both the client and the simulator take their literals from here, and
@@ -57,6 +57,11 @@ APP_LIMIT_SUB_CODE: Final = "accesscontrol.limited-by-app-access-count"
 BAN_RE: Final = re.compile(r"last (?:for )?(\d+) more second")
 
 SUCCESS_EXT_INFO: Final = '{"errormsg":"ok"}'
+
+# `taobao.time.get`: the gateway's clock; validates app key, secret, sign method and timestamp, sends nothing.
+TIME_METHOD: Final = "taobao.time.get"
+TIME_RESPONSE_KEY: Final = "time_get_response"  # the wrapper drops the leading `taobao.`
+CLOCK_WARN_SECONDS: Final = 60.0
 
 
 def format_timestamp(epoch_seconds: float) -> str:
@@ -131,3 +136,9 @@ def response_body(result: dict[str, Any], request_id: str, *, simplify: bool) ->
     """A normal envelope: wrapped in `<method>_response`, or bare with `simplify=true`."""
     inner = {"result": result, "request_id": request_id}
     return inner if simplify else {RESPONSE_KEY: inner}
+
+
+def time_body(epoch_seconds: float, request_id: str, *, simplify: bool) -> dict[str, Any]:
+    """The success envelope of `taobao.time.get` (`time` is GMT+8 text), wrapped or bare with `simplify`."""
+    inner = {"time": format_timestamp(epoch_seconds), "request_id": request_id}
+    return inner if simplify else {TIME_RESPONSE_KEY: inner}

@@ -2,7 +2,9 @@
 
 `POST|GET /router/rest` takes system parameters from the query string and/or the form body, checks them
 like the gateway (`simcheck`), throttles per app key (`simstate.Throttle`), validates the business parameter,
-injects the configured faults and records what it accepted, de-duplicated by `msg_key`. Control API:
+injects the configured faults and records what it accepted, de-duplicated by `msg_key`. It also answers
+`taobao.time.get` (same checks, answers its clock, records nothing); the `Date` header of gateway answers
+follows that clock too (`clock`, skewable for tests: `bridge gateway-sim --clock-offset-seconds`). Control API:
 
     GET  /_sim/messages[?msg_key=K]   accepted messages with receive count and times
     GET  /_sim/stats                  counters (accepted, duplicates, refusals by code, bans, ...)
@@ -20,6 +22,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from email.utils import formatdate
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -31,10 +34,12 @@ from bridge.gateway.protocol import (
     APP_LIMIT_SUB_CODE,
     BUSINESS_PARAM,
     MESSAGES,
+    TIME_METHOD,
     ban_message,
     error_body,
     response_body,
     result_object,
+    time_body,
 )
 from bridge.gateway.simcheck import Refusal, RequestChecker, check_message
 from bridge.gateway.simstate import Faults, SimState
@@ -92,6 +97,7 @@ class SimGateway:
         self._stopping = asyncio.Event()
         self._rid_prefix = secrets.token_hex(3)
         self._seq = 0
+        self._date_second, self._date_text = -1, ""
         self._runner: web.AppRunner | None = None
         self.url = ""
         self.port = 0
@@ -103,6 +109,7 @@ class SimGateway:
         self.app.router.add_get("/_sim/faults", self._get_faults)
         self.app.router.add_post("/_sim/faults", self._set_faults)
         self.app.router.add_post("/_sim/reset", self._reset)
+        self.app.on_response_prepare.append(self._date_header)
 
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0, *, reuse_port: bool = False) -> str:
@@ -186,6 +193,9 @@ class SimGateway:
         ban_left = state.throttle.admit(self._monotonic())
         if ban_left is not None:
             return self._error(Refusal(7, MESSAGES[7], APP_LIMIT_SUB_CODE, ban_message(ban_left)))
+        if params["method"] == TIME_METHOD:  # the gateway's clock; nothing is sent or recorded
+            body = time_body(self._clock(), self._request_id(), simplify=params.get("simplify") == "true")
+            return web.Response(body=orjson.dumps(body), content_type=_JSON)
         message, refusal = check_message(params.get(BUSINESS_PARAM))
         if refusal is not None:
             return self._error(refusal)
@@ -203,6 +213,15 @@ class SimGateway:
             result = result_object(request_id)
         body = response_body(result, request_id, simplify=params.get("simplify") == "true")
         return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The HTTP `Date` of gateway answers comes from the gateway's clock, like the timestamp check."""
+        if request.path != PATH:
+            return
+        now = int(self._clock())
+        if now != self._date_second:
+            self._date_second, self._date_text = now, formatdate(now, usegmt=True)
+        response.headers["Date"] = self._date_text
 
     async def _hang(self, seconds: float) -> bool:
         """Hold the request for `seconds`; True if the simulator is stopping meanwhile."""

@@ -2,8 +2,8 @@
 
 System parameters first (each with its "missing" and "invalid" code):
 
-    method 21/22 · app_key 28/29 · v 32/33 · format 23 · timestamp 30/31 (format, ±10 min skew)
-    · sign 24/25 (md5, hmac, hmac-sha256 over query + body)
+    method 21/22 (sendmessagetomobile or taobao.time.get) · app_key 28/29 · v 32/33 · format 23
+    · timestamp 30/31 (format, ±10 min skew) · sign 24/25 (md5, hmac, hmac-sha256 over query + body)
 
 then the business parameter `mobile_receiver_message_event`, as the API page describes it:
 
@@ -28,6 +28,7 @@ from bridge.gateway.protocol import (
     MESSAGES,
     METHOD,
     SIGN_METHODS,
+    TIME_METHOD,
     parse_timestamp,
 )
 from bridge.gateway.sign import Signer, canonical_string
@@ -77,7 +78,7 @@ class RequestChecker:
         method = params.get("method")
         if not method:
             return _refuse(21)
-        if method != METHOD:
+        if method not in (METHOD, TIME_METHOD):
             return _refuse(22)
         app_key = params.get("app_key")
         if not app_key:

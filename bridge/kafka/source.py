@@ -1,4 +1,4 @@
-"""The Kafka side of `bridge run`: consume in a group, decode, map, hand jobs to the engine, commit safely.
+"""The Kafka adapter of `bridge run`: consume in a group, hand records to the pipeline, commit safely.
 
 Fetching is scoped per partition: a partition whose out-of-order window is full is paused alone; all are
 paused while delivery is paused (systemic) or the engine holds too much. `getmany` keeps being called, so
@@ -9,30 +9,44 @@ periodically, on revoke and on shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from bridge.delivery import DeliveryEngine
-from bridge.kafka.codec import Invalid, decode_value
 from bridge.kafka.offsets import PartitionOffsets
 from bridge.metrics import Metrics
-from bridge.models import Mapped, RecordMeta
-from bridge.rules import RuleSet
+from bridge.models import RecordMeta
 from bridge.settings import Settings
-from bridge.work import DeadLetter, Job, PartitionState, RecordRef
+from bridge.work import PartitionState
 
 from .client_options import connection_options
+from .connect import connect_with_retry, describe_kafka_error
 
 log = logging.getLogger("bridge.source")
 
-REPLAY_ORIGIN = "bridge.replay.origin"  # "topic/partition/offset/timestamp_ms" of the dead-lettered record
-REPLAY_RULE = "bridge.replay.rule"  # only this rule applies to a replayed record
+
+class RecordSink(Protocol):
+    """Where fetched records go (the pipeline): records in, back-pressure and drain signals out."""
+
+    @property
+    def unfinished(self) -> int:
+        """Work accepted and not yet final, all partitions together."""
+        ...
+
+    def take(self, part: PartitionState, meta: RecordMeta, value: bytes | None) -> None:
+        """One fetched record of `part`, in fetch order."""
+        ...
+
+    async def wait_partitions_quiet(self, parts: list[PartitionState], timeout: float) -> bool:
+        """Wait until nothing of these partitions is in flight; False on timeout."""
+        ...
+
+
 YIELD_EVERY = 64  # records mapped between two yields to the event loop
 
 
@@ -48,21 +62,19 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaSource:
-    """Consumes the configured topics and feeds the delivery engine."""
+    """Consumes the configured topics and feeds the pipeline."""
 
     def __init__(
         self,
         settings: Settings,
-        rules: RuleSet,
-        engine: DeliveryEngine,
+        pipeline: RecordSink,
         metrics: Metrics,
         *,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._s = settings
         self._k = settings.kafka
-        self._rules = rules
-        self._engine = engine
+        self._pipeline = pipeline
         self._m = metrics
         self._wall_ms = wall_ms
         self._consumer: AIOKafkaConsumer | None = None
@@ -72,23 +84,14 @@ class KafkaSource:
         self._max_queued = max(settings.delivery.max_in_flight * 16, 4096)
         self._over_cap = False
         self.assigned_once = False
-        self.fetch_ok = False
-        order = settings.delivery.ordering
-        self._key: Callable[[Mapped, RecordMeta], Any]
-        if order == "recipient":
-            self._key = lambda m, meta: m.message.recipient
-        elif order == "partition":
-            self._key = lambda m, meta: (meta.topic, meta.partition)
-        else:
-            self._key = lambda m, meta: None
-        stale = settings.delivery.skip_older_than_seconds
-        self._stale_ms = int(stale * 1000) if stale else None
+        self.kafka_error: str | None = None  # the last reason the brokers could not be reached
+        self._last_broker_ok = time.monotonic()
+        self._reported_unreachable = False
 
     # ----------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Create the consumer and join the group."""
+    def _new_consumer(self) -> AIOKafkaConsumer:
         k = self._k
-        consumer = AIOKafkaConsumer(
+        return AIOKafkaConsumer(
             **connection_options(k),
             group_id=k.group_id,
             group_instance_id=k.group_instance_id,
@@ -101,22 +104,104 @@ class KafkaSource:
             fetch_max_bytes=max(k.max_record_bytes * 4, 52_428_800),
             metadata_max_age_ms=30_000,
         )
+
+    async def connect(self, stop: asyncio.Event) -> bool:
+        """Connect to the brokers (retrying for as long as it takes) and subscribe; False if stopped first.
+
+        The group is joined in the background after this returns: `assigned_once` tells when it happened.
+        """
+        k = self._k
+
+        def failed(reason: str) -> None:
+            self.kafka_error = reason
+
+        consumer = await connect_with_retry(
+            "consumer",
+            self._new_consumer,
+            lambda c: c.start(),
+            lambda c: c.stop(),
+            servers=k.bootstrap_servers,
+            timeout=k.connect_timeout_seconds,
+            stop=stop,
+            on_error=failed,
+        )
+        if consumer is None:
+            return False
+        self.kafka_error = None
+        self._last_broker_ok = time.monotonic()
         listener = _Listener(self)
         if k.topic_pattern:
             consumer.subscribe(pattern=k.topic_pattern, listener=listener)
         else:
             consumer.subscribe(topics=list(k.topics), listener=listener)
-        await consumer.start()
         self._consumer = consumer
+        return True
+
+    @property
+    def connected(self) -> bool:
+        """The consumer is connected (it may still be joining the group)."""
+        return self._consumer is not None
+
+    def unreachable_for(self, now: float | None = None) -> float:
+        """Seconds since the last successful broker round trip, when over `unreachable_after_seconds`; else 0."""
+        if self._consumer is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        silent = now - self._last_broker_ok
+        return silent if silent > self._k.unreachable_after_seconds else 0.0
+
+    def _broker_answered(self) -> None:
+        """A broker round trip succeeded (a fetch with records, or the watch's metadata probe)."""
+        self._last_broker_ok = time.monotonic()
+        if self._reported_unreachable:
+            self._reported_unreachable = False
+            log.info("kafka reachable again", extra={"ctx": {"bootstrap_servers": self._k.bootstrap_servers}})
+
+    async def _watch_broker(self, consumer: AIOKafkaConsumer) -> None:
+        """Probe the brokers with a metadata request now and then, so a frozen broker turns /readyz to 503."""
+        k = self._k
+        interval = max(1.0, min(5.0, k.unreachable_after_seconds / 3))
+        while not self._stopping:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.wait_for(consumer._client.fetch_all_metadata(), interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.kafka_error = describe_kafka_error(exc, interval)
+            else:
+                self._broker_answered()
+            silent = self.unreachable_for()
+            if silent and not self._reported_unreachable:
+                self._reported_unreachable = True
+                log.warning(
+                    "kafka unreachable: no broker answered; not ready (offsets held, nothing lost)",
+                    extra={
+                        "ctx": {
+                            "bootstrap_servers": k.bootstrap_servers,
+                            "silent_seconds": round(silent, 1),
+                            "error": self.kafka_error,
+                        }
+                    },
+                )
 
     def halt(self, reason: str | None) -> None:
         """Systemic pause on (reason) or off (None): fetch nothing while on, keep offsets where they are."""
         self._halted = reason is not None
 
     async def run(self) -> None:
-        """Fetch until `stop_fetching()`; commit periodically."""
+        """Fetch until `stop_fetching()`; commit periodically; watch the brokers' health meanwhile."""
         consumer = self._consumer
         assert consumer is not None
+        watch = asyncio.create_task(self._watch_broker(consumer), name="kafka-watch")
+        try:
+            await self._fetch_loop(consumer)
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
         interval = self._k.commit_interval_seconds
         next_commit = time.monotonic() + interval
         batch = self._k.fetch_max_records
@@ -124,12 +209,13 @@ class KafkaSource:
             self._apply_fetch_pauses(consumer)
             try:
                 data = await consumer.getmany(timeout_ms=200, max_records=batch)
-                self.fetch_ok = True
             except KafkaError as exc:
-                self.fetch_ok = False
-                log.error("fetch failed", extra={"ctx": {"error": repr(exc)}})
+                self.kafka_error = describe_kafka_error(exc)
+                log.error("fetch failed", extra={"ctx": {"error": self.kafka_error}})
                 await asyncio.sleep(1.0)
                 continue
+            if data:
+                self._broker_answered()
             for tp, records in data.items():
                 part = self.parts.get(tp)
                 if part is None or part.revoked:
@@ -174,59 +260,11 @@ class KafkaSource:
             key=rec.key,
             headers=tuple(rec.headers or ()),
         )
-        ref = RecordRef(part, meta, rec.value)
-        if part.first_offset is None:
-            part.first_offset = meta.offset
-        offsets = part.offsets
-        decoded = decode_value(rec.value, self._k.max_record_bytes)
-        if isinstance(decoded, Invalid):
-            offsets.track(meta.offset, 1, meta.timestamp_ms)
-            self._m.records_invalid.labels(decoded.reason.value).inc()
-            self._engine.dead_letter(DeadLetter(ref, decoded.reason.value, decoded.detail))
-            return
-        map_meta, only_rule = _replay_meta(meta)
-        result = self._rules.map(decoded, map_meta)
-        for rule in result.matched:
-            self._m.rule_matched(rule)
-        for rule in result.empty_fanout:
-            self._m.fanout_empty.labels(rule).inc()
-        items = result.items
-        if only_rule is not None:
-            items = tuple(i for i in items if i.rule == only_rule)
-        if not items:
-            if result.unmatched:
-                self._m.events_unmatched.labels(meta.topic).inc()
-            offsets.track(meta.offset, 0, meta.timestamp_ms)
-            return
-        if self._stale_ms is not None and self._wall_ms() - meta.timestamp_ms > self._stale_ms:
-            for item in items:
-                self._m.message_final(item.rule, "skipped_stale")
-            offsets.track(meta.offset, 0, meta.timestamp_ms)
-            log.info(
-                "skipped stale event",
-                extra={"ctx": {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset}},
-            )
-            return
-        offsets.track(meta.offset, len(items), meta.timestamp_ms)
-        key_of = self._key
-        for item in items:
-            if isinstance(item, Mapped):
-                self._engine.submit(Job(item.rule, item.message, ref, key_of(item, meta)))
-            else:
-                self._m.mapping_errors.labels(item.rule, item.field).inc()
-                self._engine.dead_letter(
-                    DeadLetter(
-                        ref,
-                        "mapping_error",
-                        f"rule {item.rule}: {item.field}: {item.reason}",
-                        rule=item.rule,
-                        field=item.field,
-                    )
-                )
+        self._pipeline.take(part, meta, rec.value)
 
     # ----------------------------------------------------------------- fetch control
     def _apply_fetch_pauses(self, consumer: AIOKafkaConsumer) -> None:
-        unfinished = self._engine.unfinished
+        unfinished = self._pipeline.unfinished
         # hysteresis: stop fetching at the cap, start again below half of it
         over = unfinished >= self._max_queued or (self._over_cap and unfinished > self._max_queued // 2)
         self._over_cap = over
@@ -325,7 +363,7 @@ class KafkaSource:
         parts = [self.parts[tp] for tp in revoked if tp in self.parts]
         for part in parts:
             part.revoked = True
-        quiet = await self._engine.wait_partitions_quiet(parts, self._k.rebalance_drain_timeout_seconds)
+        quiet = await self._pipeline.wait_partitions_quiet(parts, self._k.rebalance_drain_timeout_seconds)
         await self.commit(parts=[tp for tp in revoked if tp in self.parts])
         for tp in revoked:
             if tp in self.parts:
@@ -346,27 +384,3 @@ class KafkaSource:
 
 def _revoked(part: PartitionState) -> bool:
     return part.revoked
-
-
-_ORIGIN_RE = re.compile(r"^(.+)/(\d+)/(\d+)/(-?\d+)$")
-
-
-def _replay_meta(meta: RecordMeta) -> tuple[RecordMeta, str | None]:
-    """For a record replayed from the DLQ: the original coordinates (same msg_keys) and the rule to apply."""
-    if not meta.headers:
-        return meta, None
-    origin = rule = None
-    for k, v in meta.headers:
-        if k == REPLAY_ORIGIN:
-            origin = v.decode("utf-8", "replace")
-        elif k == REPLAY_RULE:
-            rule = v.decode("utf-8", "replace") or None
-    if origin is None:
-        return meta, None
-    m = _ORIGIN_RE.match(origin)
-    if m is None:
-        return meta, rule
-    return (
-        RecordMeta(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), meta.key, meta.headers),
-        rule,
-    )

@@ -6,8 +6,10 @@ read once and shared by every field; expressions are written by `bridge.rules.py
 concatenated; each field is finished (coerced, checked) by the helpers of `bridge.rules.coerce`.
 
 The function takes the context and returns the message's constructor arguments as a list (constants in
-place, None where unset; see `SLOTS`), or raises RenderError whose `field` names the field (or the key
-inside json_data, `json_data.title`). `CompiledMessage.source` shows the generated code.
+place, None where unset; see `SLOTS`) followed by one more item, `MISSING`: None, or the fields (`company_id`,
+`json_data.title`) whose template is a whole `{{ expr }}` that resolved to missing (`note_missing`). It
+raises RenderError whose `field` names the field (or the key inside json_data, `json_data.title`).
+`CompiledMessage.source` shows the generated code.
 """
 
 from __future__ import annotations
@@ -29,6 +31,30 @@ ItemRender = Callable[[dict[str, Any], list[Any]], list[Any]]
 
 # Positions of MobileReceiverMessageEvent's constructor arguments: messages are built positionally.
 SLOTS = {f.name: i for i, f in enumerate(dataclasses.fields(MobileReceiverMessageEvent))}
+# One more slot after them: None, or the fields whose template resolved to missing (see `note_missing`).
+MISSING = len(SLOTS)
+
+
+def present(ctx: Any, keys: tuple[str, ...]) -> bool:
+    """Whether the plain path `keys` exists in `ctx` (its last key present, even with a null value)."""
+    for key in keys[:-1]:
+        if not isinstance(ctx, dict):
+            return False
+        ctx = ctx.get(key)
+    return isinstance(ctx, dict) and keys[-1] in ctx
+
+
+def note_missing(values: list[Any], label: str, ctx: Any, keys: tuple[str, ...] | None) -> None:
+    """A template that is one whole `{{ expr }}` gave null for the field `label`: note it in the MISSING slot.
+
+    A plain path whose last key is there with an explicit null is not missing (the event says "none"); an
+    absent key on the way is (a typo, or an event without it). Any other expression giving null is missing.
+    Called by generated code only when a value is null, so a complete event pays nothing but the test.
+    """
+    if keys is not None and present(ctx, keys):
+        return
+    seen = values[MISSING]
+    values[MISSING] = (label,) if seen is None else (*seen, label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +126,7 @@ class _MessageWriter(Writer):
             "_describe": describe_exception,
             "_field_text": field_text,
             "_interpolate": interpolate,
+            "_missing": note_missing,
         }
         self.label = ""
 
@@ -114,12 +141,25 @@ class _MessageWriter(Writer):
             self.at(label)
         return self.value(expr.node, "ctx")
 
-    def spec(self, spec: Spec, label: str) -> str:
-        """Python source of an expression with the spec's value (statements it needs are emitted first)."""
+    def note_missing(self, spec: Single, label: str) -> str:
+        """The statement noting that `spec` (a whole `{{ expr }}`) of the field `label` resolved to null."""
+        keys = self.bind(spec.expr.path, "path") if spec.expr.path is not None else "None"
+        return f"_missing(values, {label!r}, ctx, {keys})"
+
+    def spec(self, spec: Spec, label: str, *, note_null: bool = True) -> str:
+        """Python source of an expression with the spec's value (statements it needs are emitted first).
+
+        A whole `{{ expr }}` that gives null is noted (`note_missing`) unless `note_null` is false: the caller
+        then does it where it already tests the value.
+        """
         if isinstance(spec, Const):
             return self.bind(spec.value, "c")
         if isinstance(spec, Single):
-            return self.expression(spec.expr, label)
+            value = self.expression(spec.expr, label)
+            if note_null:
+                self.emit(f"if {value} is None:")
+                self.emit(f"    {self.note_missing(spec, label)}")
+            return value
         if isinstance(spec, Text):
             pieces = [repr(spec.head)] if spec.head else []
             for expr, tail in spec.parts:
@@ -152,12 +192,23 @@ def spec_roots(spec: Spec) -> frozenset[str]:
     return frozenset()
 
 
+def spec_templates(spec: Spec, label: str) -> dict[str, Expression]:
+    """The whole-`{{ expr }}` templates of a spec by the label a missing value is reported under."""
+    if isinstance(spec, Single):
+        return {label: spec.expr}
+    if isinstance(spec, Obj):
+        return {k: v for key, sub in spec.items for k, v in spec_templates(sub, f"{spec.path}.{key}").items()}
+    if isinstance(spec, Arr):
+        return {k: v for i, sub in enumerate(spec.items) for k, v in spec_templates(sub, f"{spec.path}[{i}]").items()}
+    return {}
+
+
 def compile_fields(
     plans: list[FieldPlan], constants: dict[str, Any], *, compiler: Compiler, rule_id: str
 ) -> tuple[FieldsRender, str]:
     """`fn(ctx)`: every planned field rendered into a list in `SLOTS` order (None: unset), the constants in
     place. Returns it and its source."""
-    initial: list[Any] = [None] * len(SLOTS)
+    initial: list[Any] = [None] * (len(SLOTS) + 1)  # the fields, then MISSING
     for name, value in constants.items():
         initial[SLOTS[name]] = value
     w = _MessageWriter(compiler)
@@ -175,12 +226,19 @@ def compile_item_fields(plans: list[FieldPlan], *, compiler: Compiler, rule_id: 
 
 def _finish(w: _MessageWriter, plans: list[FieldPlan], params: str, name: str) -> tuple[Any, str]:
     for plan in plans:
-        value = w.spec(plan.spec, plan.name)
+        single = plan.spec if isinstance(plan.spec, Single) else None
+        # A text field tests its value's type anyway: a null is noted in that (rare) branch, for free. A null
+        # event_time_millis is a mapping failure, never a silent omission: nothing to note.
+        note_null = single is None or (plan.finish is not None and plan.name != "event_time_millis")
+        value = w.spec(plan.spec, plan.name, note_null=note_null)
         w.at(plan.name)
         slot = SLOTS[plan.name]
         if plan.finish is None:
             w.emit(f"v = {value}")
             w.emit("if v.__class__ is not str or not v.isascii():")
+            if single is not None:
+                w.emit("    if v is None:")
+                w.emit(f"        {w.note_missing(single, plan.name)}")
             w.emit("    v = _field_text(v)")
             if plan.check is not None:
                 test, reason = w.bind(plan.check.test, "test"), w.bind(plan.check.reason, "reason")

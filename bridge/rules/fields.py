@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.models import EVENT_TYPES, MESSAGE_FIELDS
@@ -28,6 +28,7 @@ from bridge.rules.codegen import (
     compile_fields,
     compile_item_fields,
     spec_roots,
+    spec_templates,
 )
 from bridge.rules.coerce import (
     URL_RE,
@@ -59,6 +60,8 @@ class CompiledMessage:
     render_item: ItemRender | None  # with for_each: the fields that read `item`, on a copy of `render`'s
     roots: frozenset[str]
     source: str  # the generated code, for debugging
+    # The fields (and json_data keys) that are one whole `{{ expr }}`: what a missing value is reported under.
+    templates: dict[str, Expression] = field(default_factory=dict)
 
 
 class _Builder:
@@ -144,7 +147,8 @@ def compile_message(
         render_item, item_source = compile_item_fields(per_item, compiler=compiler, rule_id=rule_id)
         source += "\n\n" + item_source
     rendered = tuple(p.name for p in plans)
-    message = CompiledMessage(constants, rendered, render, render_item, frozenset(b.roots), source)
+    templates = {k: v for p in plans for k, v in spec_templates(p.spec, p.name).items()}
+    message = CompiledMessage(constants, rendered, render, render_item, frozenset(b.roots), source, templates)
     return message, b.problems
 
 

@@ -75,20 +75,9 @@ class RuleSet:
                 self._plans[topic] = plan
         return plan
 
-    def map(self, event: Any, meta: RecordMeta) -> MapResult:
-        """Everything the rules make of one decoded record value. Never raises, whatever `event` is.
-
-        `items`: a `Mapped` per message and a `MappingFailure` per problem, in rule order (fan-out in element
-        order). `matched`: the rules whose topic and `when` held, or whose `when` failed (its failure is in
-        `items`). `empty_fanout`: matched rules whose `for_each` gave no element.
-        """
-        try:
-            return self._map(event, meta)
-        except Exception as exc:  # outside any one rule (the rules' own failures are caught per rule)
-            return MapResult((MappingFailure(ANY_RULE, "$", _internal(exc)),))
-
-    def _map(self, event: Any, meta: RecordMeta) -> MapResult:
-        plan = self._plans.get(meta.topic) or self._plan(meta.topic)
+    def context(self, event: Any, meta: RecordMeta) -> dict[str, Any]:
+        """What expressions see: `event`, `item` (None until a fan-out sets it), `kafka` and `headers` (each
+        None unless some rule reads it)."""
         ctx: dict[str, Any] = {"event": event, "item": None, "kafka": None, "headers": None}
         if self._needs_kafka:
             ctx["kafka"] = {
@@ -100,12 +89,31 @@ class RuleSet:
             }
         if self._needs_headers:
             ctx["headers"] = meta.headers_text()
+        return ctx
+
+    def map(self, event: Any, meta: RecordMeta) -> MapResult:
+        """Everything the rules make of one decoded record value. Never raises, whatever `event` is.
+
+        `items`: a `Mapped` per message and a `MappingFailure` per problem, in rule order (fan-out in element
+        order). `matched`: the rules whose topic and `when` held, or whose `when` failed (its failure is in
+        `items`). `empty_fanout`: matched rules whose `for_each` gave no element. `missing`: (rule, field) of
+        messages made with a whole-`{{ expr }}` field that resolved to missing.
+        """
+        try:
+            return self._map(event, meta)
+        except Exception as exc:  # outside any one rule (the rules' own failures are caught per rule)
+            return MapResult((MappingFailure(ANY_RULE, "$", _internal(exc)),))
+
+    def _map(self, event: Any, meta: RecordMeta) -> MapResult:
+        plan = self._plans.get(meta.topic) or self._plan(meta.topic)
+        ctx = self.context(event, meta)
         rules = plan.candidates(ctx)
         if not rules:
             return _NO_RESULT
         items: list[Mapped | MappingFailure] = []
         matched: list[str] = []
         empty: list[str] = []
+        missing: list[tuple[str, str]] = []
         for rule in rules:
             try:
                 # A guarded rule is only a candidate once its guard held: the rest of `when` decides.
@@ -121,9 +129,9 @@ class RuleSet:
                         continue
                 matched.append(rule.id)
                 if rule.for_each is None:
-                    items.append(self._render(rule, ctx, meta, None))
+                    items.append(self._render(rule, ctx, meta, None, missing))
                 else:
-                    self._fan_out(rule, ctx, meta, items, empty)
+                    self._fan_out(rule, ctx, meta, items, empty, missing=missing)
             except Exception as exc:  # a bug of ours must not stop the other rules
                 if rule.id not in matched:
                     matched.append(rule.id)
@@ -131,6 +139,8 @@ class RuleSet:
                 ctx["item"] = None
         if not matched:
             return _NO_RESULT
+        if missing:
+            return MapResult(tuple(items), tuple(matched), tuple(empty), tuple(dict.fromkeys(missing)))
         return MapResult(tuple(items), tuple(matched), tuple(empty))
 
     def _fan_out(
@@ -140,6 +150,8 @@ class RuleSet:
         meta: RecordMeta,
         items: list[Mapped | MappingFailure],
         empty: list[str],
+        *,
+        missing: list[tuple[str, str]],
     ) -> None:
         assert rule.for_each is not None
         try:
@@ -163,7 +175,7 @@ class RuleSet:
         try:
             for index, element in enumerate(elements):
                 ctx["item"] = element
-                result = self._render(rule, ctx, meta, (index, base))
+                result = self._render(rule, ctx, meta, (index, base), missing)
                 if isinstance(result, Mapped):
                     recipient = _recipient(result.message)
                     if recipient in seen:
@@ -174,9 +186,17 @@ class RuleSet:
             ctx["item"] = None
 
     def _render(
-        self, rule: Rule, ctx: dict[str, Any], meta: RecordMeta, element: tuple[int, list[Any]] | None
+        self,
+        rule: Rule,
+        ctx: dict[str, Any],
+        meta: RecordMeta,
+        element: tuple[int, list[Any]] | None,
+        missing: list[tuple[str, str]],
     ) -> Mapped | MappingFailure:
-        """One message; `element` is (index, fields rendered once for the event) inside a fan-out."""
+        """One message; `element` is (index, fields rendered once for the event) inside a fan-out.
+
+        The fields whose template resolved to missing are added to `missing` (when the message is made).
+        """
         field = "message"
         try:
             if element is None:
@@ -185,6 +205,7 @@ class RuleSet:
                 values = rule.message.render_item(ctx, element[1])
             else:
                 values = element[1].copy()
+            absent = values.pop()  # the MISSING slot
             field = "event_type"
             event_type = values[_EVENT_TYPE]
             if event_type is None:
@@ -209,6 +230,8 @@ class RuleSet:
                 values[_KEY] = str(self._random_uuid())
             else:
                 values[_KEY] = record_key(meta.topic, meta.partition, meta.offset, rule.id, part)
+            if absent is not None:
+                missing.extend((rule.id, label) for label in absent)
             return Mapped(rule.id, MobileReceiverMessageEvent(*values))
         except RenderError as exc:
             return MappingFailure(rule.id, exc.field or field, exc.reason)

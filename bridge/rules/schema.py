@@ -54,6 +54,7 @@ class Rule:
     idempotency_key: Render | None
     message: CompiledMessage
     roots: frozenset[str]
+    when_expr: Expression | None = None  # the parsed `when`, for `bridge map --explain`
 
 
 class _Issues:
@@ -161,6 +162,7 @@ def compile_rule(
         idempotency_key=idempotency_key[0] if idempotency_key else None,
         message=message,
         roots=frozenset(roots),
+        when_expr=when,
     ), []
 
 

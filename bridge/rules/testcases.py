@@ -43,6 +43,7 @@ class CaseResult:
 
     case: Case
     problems: tuple[str, ...]
+    missing: tuple[tuple[str, str], ...] = ()  # (rule, field) whose whole-`{{ expr }}` resolved to missing
 
     @property
     def passed(self) -> bool:
@@ -131,7 +132,8 @@ def _expectation_problems(item: Any, ruleset: RuleSet) -> list[str]:
 
 def run_case(ruleset: RuleSet, case: Case) -> CaseResult:
     """Map the case's event and compare the items with the expectations (any order)."""
-    actual = ruleset.map(case.event, case.meta).items
+    result = ruleset.map(case.event, case.meta)
+    actual = result.items
     expected = case.expect
     fits = [[not _differences(e, a) for a in actual] for e in expected]
     pair = _match(fits, len(actual))
@@ -147,7 +149,7 @@ def run_case(ruleset: RuleSet, case: Case) -> CaseResult:
             diffs = _differences(exp, same_rule[0])
             problems.append(f"expected {_show_expected(exp)}: " + "; ".join(diffs))
     problems += [f"unexpected {_show_actual(a)}" for j, a in enumerate(actual) if j not in used]
-    return CaseResult(case, tuple(problems))
+    return CaseResult(case, tuple(problems), result.missing)
 
 
 def _match(fits: list[list[bool]], n_actual: int) -> dict[int, int]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from engine_rig import Rig, RigFactory
 from virtual_time import VirtualTime
 
 
@@ -19,3 +21,19 @@ async def vtime(request: pytest.FixtureRequest) -> AsyncIterator[VirtualTime]:
         yield vt
     finally:
         vt.uninstall()
+
+
+@pytest.fixture
+async def make_rig(vtime: VirtualTime) -> AsyncIterator[RigFactory]:
+    """Factory of delivery-engine rigs on the test's virtual time (see engine_rig.py); engines stopped after."""
+    rigs: list[Rig] = []
+
+    async def make(**options: Any) -> Rig:
+        rig = Rig(vtime, **options)
+        await rig.engine.start()
+        rigs.append(rig)
+        return rig
+
+    yield make
+    for rig in rigs:
+        await rig.engine.stop(1.0)

@@ -320,6 +320,27 @@ async def test_a_batch_larger_than_the_burst_goes_when_the_schedule_caught_up() 
 def test_set_rate_keeps_the_schedule_taken() -> None:
     limiter = GcraLimiter(10, burst=1)
     assert [limiter.reserve(0.0) for _ in range(3)] == pytest.approx([0, 0.1, 0.2])
-    limiter.set_rate(5, 1)
+    limiter.set_rate(5, 1, now=0.0)
     assert limiter.reserve(0.0) == pytest.approx(0.3)  # already-scheduled slots are not given back
     assert limiter.reserve(0.0) == pytest.approx(0.5)
+
+
+def test_raising_the_burst_of_a_busy_limiter_creates_no_burst() -> None:
+    limiter = GcraLimiter(8, burst=1)
+    now = 100.0
+    for i in range(40):  # a backlog at exactly the rate: each call at its slot, no credit left
+        assert limiter.reserve(now + i / 8) == 0.0
+    now += 40 / 8
+    limiter.set_rate(8, 20, now=now)
+    waits = [limiter.reserve(now) for _ in range(3)]
+    assert waits == pytest.approx([0.0, 0.125, 0.25])  # still one slot per interval
+    # idle time builds the new burst up again
+    assert [limiter.reserve(now + 60) for _ in range(20)] == pytest.approx([0.0] * 20)
+
+
+def test_raising_the_burst_during_a_ban_keeps_the_ban() -> None:
+    limiter = GcraLimiter(8, burst=1)
+    limiter.ban(30, now=0.0)
+    limiter.set_rate(8, 20, now=1.0)
+    assert limiter.banned_for(now=1.0) == pytest.approx(29)
+    assert limiter.reserve(1.0) >= 29 - 19 / 8

@@ -11,7 +11,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import leakguard
 import pytest
+from rawhttp import bad_status_gateway
 
 from bridge.cli import main
 from bridge.gateway.client import TopClient
@@ -166,6 +168,32 @@ async def test_send_not_delivered(
     assert re.match(pattern, capsys.readouterr().out)
 
 
+async def test_send_without_mobile_fails_locally_and_sends_nothing(
+    sim: SimGateway, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await bridge_send("-c", str(config)) == 2
+    assert "--mobile is required" in capsys.readouterr().err
+    assert sim.state.stats.total_requests == 0
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+async def test_send_to_a_gateway_with_a_malformed_status_line_prints_no_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+) -> None:
+    session = "98765432109876"
+    async with bad_status_gateway() as url:
+        config = write_config(tmp_path, url)
+        config.write_text(config.read_text() + f"  session: '{session}'\n", encoding="utf-8")
+        argv = ["-c", str(config), "--mobile", MOBILE, *(["--json"] if as_json else [])]
+        assert await bridge_send(*argv) == 3  # retryable
+    out = capsys.readouterr().out
+    assert "Invalid status" in out  # the cause is still there...
+    assert "session=********" in out  # ...with the credentials scrubbed from the URL it quotes
+    assert session not in out
+    assert APP_SECRET not in out
+    assert not re.search(r"sign=[0-9A-F]{16}", out)
+
+
 async def test_send_bad_json_data(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert await bridge_send("-c", str(config), "--mobile", MOBILE, "--json-data", "{nope") == 2
     assert "--json-data is not valid JSON" in capsys.readouterr().err
@@ -194,6 +222,7 @@ async def test_send_as_a_real_process(sim: SimGateway, config: Path) -> None:
         out, err = await asyncio.wait_for(proc.communicate(), 60)
     finally:
         await stop_process(proc)
+    leakguard.record("output of bridge send", out + err)
     assert proc.returncode == 0, err
     assert out.startswith(b"delivered ")
     assert sim.state.stats.accepted == 1

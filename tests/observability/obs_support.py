@@ -22,7 +22,7 @@ DASHBOARD = REPO_ROOT / "config" / "grafana" / "campus-bridge.json"
 PROVISIONING = REPO_ROOT / "config" / "grafana" / "provisioning"
 ALERTS = REPO_ROOT / "config" / "prometheus" / "alerts.yml"
 PROMETHEUS_YML = REPO_ROOT / "config" / "prometheus" / "prometheus.yml"
-MONITORING_DOC = REPO_ROOT / "README.md"  # its "Monitoring" section
+MONITORING_DOC = REPO_ROOT / "docs" / "monitoring.md"
 ALERT_CASES = Path(__file__).resolve().parent / "alerts_cases.yml"
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}

@@ -64,7 +64,7 @@ def test_alert_is_complete(rule: dict[str, Any]) -> None:
     annotations = rule["annotations"]
     for key in ("summary", "description", "runbook"):
         assert isinstance(annotations.get(key), str) and len(annotations[key]) > 20, key
-    assert "Troubleshooting" in annotations["runbook"], "runbooks point at README Troubleshooting"
+    assert "docs/troubleshooting.md" in annotations["runbook"], "runbooks point at the troubleshooting page"
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r["alert"] for r in RULES])
@@ -133,3 +133,65 @@ def test_promtool_check_config_rewritten_copy(tmp_path: Path) -> None:
     result = run_promtool("check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 rule files found" in result.stdout
+
+
+# ------------------------------------------------------------------------------- fresh start, all zeros (issue 12)
+FRESH_START = "fresh start, all zeros"
+
+
+def alert_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = yaml.safe_load(ALERT_CASES.read_text())["tests"]
+    return cases
+
+
+def fresh_bridge_series() -> dict[str, set[frozenset[tuple[str, str]]]]:
+    """Series name -> label sets a freshly started bridge exports before any traffic (primed with one rule)."""
+    from prometheus_client import CollectorRegistry
+
+    from bridge.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.prime(["comment_on_post"])
+    metrics.set_build_info()
+    out: dict[str, set[frozenset[tuple[str, str]]]] = {}
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_created") or (sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf"):
+                continue
+            out.setdefault(sample.name, set()).add(frozenset(sample.labels.items()))
+    return out
+
+
+def test_fresh_start_case_feeds_every_series_a_fresh_bridge_exports() -> None:
+    [case] = [c for c in alert_cases() if c["name"] == FRESH_START]
+    given: dict[str, set[frozenset[tuple[str, str]]]] = {}
+    for item in case["input_series"]:
+        name, _, labels = item["series"].partition("{")
+        pairs = frozenset(re.findall(r'(\w+)="([^"]*)"', labels)) - {("job", "campus-bridge"), ("instance", "b1:9464")}
+        given.setdefault(name, set()).add(pairs)
+    fresh = fresh_bridge_series()
+    for name, label_sets in fresh.items():
+        assert name in given, f"{name} missing from the fresh-start case"
+        if name != "bridge_build_info":
+            assert label_sets <= given[name], f"{name}: label sets {label_sets - given[name]} missing"
+    # the per-partition gauges appear with the first assignment, also at 0
+    for name in ("bridge_consumer_lag_messages", "bridge_oldest_unfinished_age_seconds", "bridge_partition_paused"):
+        assert name in given
+    values = " ".join(item["values"] for item in case["input_series"] if "dead_letters" in item["series"])
+    assert set(values.split()) == {"0x40"}, "every dead-letter reason stays at its primed 0"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r["alert"] for r in RULES])
+def test_every_alert_has_a_fresh_start_case_and_a_firing_case(rule: dict[str, Any]) -> None:
+    name = rule["alert"]
+    [fresh] = [c for c in alert_cases() if c["name"] == FRESH_START]
+    quiet_at = [t["eval_time"] for t in fresh["alert_rule_test"] if t["alertname"] == name and t["exp_alerts"] == []]
+    assert "40m" in quiet_at and "1m" in quiet_at, "quiet from the first minute to long after every `for`"
+    firing = [
+        t
+        for c in alert_cases()
+        if c["name"] != FRESH_START
+        for t in c["alert_rule_test"]
+        if t["alertname"] == name and t["exp_alerts"]
+    ]
+    assert firing, f"{name} has no case where it fires"

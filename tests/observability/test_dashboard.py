@@ -168,7 +168,7 @@ def test_dashboard_provider_points_at_the_dashboard() -> None:
     assert path.startswith("/"), "Grafana resolves provider paths in its container/host: keep it absolute"
     # The documented mount puts the shipped JSON into that folder.
     mount = f"{DASHBOARD.relative_to(DASHBOARD.parents[2])}:{path}/{DASHBOARD.name}"
-    assert mount in MONITORING_DOC.read_text(), f"README.md (Monitoring) should show the mount {mount}"
+    assert mount in MONITORING_DOC.read_text(), f"docs/monitoring.md should show the mount {mount}"
     assert DASHBOARD.is_file()
 
 

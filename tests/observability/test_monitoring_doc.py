@@ -1,6 +1,6 @@
 """The Monitoring documentation covers every metric (name, type, labels), every alert and every endpoint.
 
-The text is the "Monitoring" section of README.md.
+The text is docs/monitoring.md.
 """
 
 from __future__ import annotations

@@ -382,3 +382,114 @@ async def test_dashboard_and_alerts_on_a_real_prometheus(
         if prometheus is not None:
             prometheus.stop()
         await asyncio.to_thread(stack.close)
+
+
+async def ensure_topics(bootstrap: str, names: list[str]) -> int:
+    """Create the demo's fixed-name topics if missing (1 partition); the total number of their partitions."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for name in names:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([NewTopic(name, 1, 1)])
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+
+        async def counts() -> list[int]:
+            await consumer._client.force_metadata_update()
+            return [len(consumer.partitions_for_topic(n) or ()) for n in names]
+
+        found = await counts()
+        while not all(found):
+            await asyncio.sleep(0.2)
+            found = await counts()
+        return sum(found[:-1])  # the dead-letter topic is not consumed
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_a_clean_start_with_the_demo_traffic_fires_no_false_alert(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Issue 12: a bridge started clean exports every counter at 0; no alert may fire on those zeros. The demo's
+    own traffic (`bridge demo --produce-only`, what docker-compose's demo-events service runs) then flows: the only
+    alert allowed is CampusBridgeDeadLetters, for exactly the reasons that really got letters (the demo sends a
+    few malformed records on purpose)."""
+    from bridge.demo.generator import TOPICS
+
+    partitions = await ensure_topics(kafka_bootstrap, [*TOPICS, "campus-bridge.dlq"])
+    stack = LocalStack(tmp_path / "stack")
+    stack.bootstrap = kafka_bootstrap
+    prometheus: Prometheus | None = None
+    port = free_port()
+    target = f"127.0.0.1:{port}"
+    try:
+        sim_url = stack.start_sim("campus-demo", "local-simulator-secret")
+        prometheus = Prometheus.start(tmp_path / "prometheus", prometheus_config([target]))
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "SIM_GATEWAY_URL": sim_url,
+            "BRIDGE_GROUP_ID": f"obs-demo-{uuid.uuid4().hex}",
+        }
+        bridge = stack.start_bridge(Path("config/demo.yaml"), name="bridge-demo", env=env, metrics_port=port)
+        await asyncio.to_thread(stack.wait_bridge, bridge, partitions, 60.0)
+        prom = prometheus
+        await eventually(prom.ready, timeout=30, what="prometheus /-/ready")
+        await eventually(lambda: prom.series(f'bridge_ready{{instance="{target}"}} == 1'), timeout=30,
+                         what="prometheus scraping the ready bridge")  # fmt: skip
+
+        def active_alerts() -> list[dict[str, str]]:
+            expr = f'ALERTS{{alertstate=~"pending|firing", instance="{target}"}}'
+            return [s["metric"] for s in prom.series(expr)]
+
+        # ---- fresh start, nothing consumed yet: every dead-letter reason is exported at 0 and nothing is active
+        zeros = prom.series(f'bridge_dead_letters_total{{instance="{target}"}} == 0')
+        assert len(zeros) == 9, "all nine reasons are primed at 0"
+        for _ in range(5):  # five rule evaluations (every second)
+            assert active_alerts() == []
+            await asyncio.sleep(1.0)
+
+        # ---- the demo's traffic, produced by the compose service's command
+        argv = ["demo", "--produce-only", "-c", "config/demo.yaml", "--events", "120", "--rate", "60"]
+        feeder = stack.spawn(
+            "demo-events", [stack.python, "-m", "bridge", *argv], env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+        )
+        await asyncio.to_thread(feeder.popen.wait, 60)
+        assert feeder.popen.returncode == 0, feeder.log_tail()
+        assert "produced 120 records" in feeder.log_path.read_text()
+        await eventually(
+            lambda: prom.series(f'sum(bridge_messages_total{{instance="{target}", outcome="delivered"}}) > 50'),
+            timeout=30,
+            what="the demo's messages delivered",
+        )
+        await eventually(
+            lambda: prom.series(f'sum(bridge_consumer_lag_messages{{instance="{target}"}}) == 0'),
+            timeout=30,
+            what="the bridge caught up",
+        )
+
+        def dead_letter_alerts_match_the_letters() -> bool:
+            active = active_alerts()  # read before the counters: an alert can only follow a letter
+            lettered = {
+                m["metric"]["reason"] for m in prom.series(f'bridge_dead_letters_total{{instance="{target}"}} > 0')
+            }
+            assert {a["alertname"] for a in active} <= {"CampusBridgeDeadLetters"}, active
+            assert {a["reason"] for a in active} <= lettered, (active, lettered)
+            assert all(a["alertstate"] == "pending" for a in active), "nothing has fired (for: 1m)"
+            return bool(lettered) and {a["reason"] for a in active} == lettered
+
+        await eventually(dead_letter_alerts_match_the_letters, timeout=20, what="dead-letter alerts for the letters")
+        for _ in range(3):  # and it stays that way
+            assert dead_letter_alerts_match_the_letters()
+            await asyncio.sleep(1.0)
+        assert bridge.alive()
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        await asyncio.to_thread(stack.close)

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from bridge.app import BridgeApp
+from bridge.delivery import Hold
 from bridge.devstack import parse_metrics
 from bridge.metrics import Metrics
 from bridge.rules.loader import compile_rules
@@ -35,10 +36,11 @@ async def app() -> AsyncIterator[BridgeApp]:
         env={},
     )
     bridge = BridgeApp(settings, compile_rules([]), metrics=Metrics(CollectorRegistry()))
-    bridge._started = True
-    bridge.dlq.healthy = True
+    bridge.source._consumer = object()  # type: ignore[assignment]  # connected
     bridge.source.assigned_once = True
+    bridge.dlq.problem = None
     yield bridge
+    bridge.source._consumer = None
     await bridge.client.close()
 
 
@@ -76,7 +78,7 @@ async def scrape(client: Client) -> dict[str, float]:
 async def test_ready_gauge_follows_readiness_without_readyz(app: BridgeApp) -> None:
     async with serving(app) as client:
         assert (await scrape(client))["bridge_ready"] == 1.0, "healthy, /readyz never called"
-        app.engine._pause_reason = "code_25"  # what a systemic gateway answer sets
+        app.engine._hold = Hold("systemic", "code_25", "code=25 msg=Invalid signature", 0.0)  # a systemic answer
         assert (await scrape(client))["bridge_ready"] == 0.0, "paused, /readyz not called since"
 
 
@@ -85,7 +87,7 @@ async def test_ready_gauge_matches_readyz(app: BridgeApp) -> None:
     async with serving(app) as client:
         assert (await client.get("/readyz"))[0] == 200
         assert (await scrape(client))["bridge_ready"] == 1.0
-        app.engine._pause_reason = "code_25"
+        app.engine._hold = Hold("systemic", "code_25", "code=25 msg=Invalid signature", 0.0)
         status, body = await client.get("/readyz")
         assert status == 503
         assert "paused: gateway systemic error (code_25)" in orjson.loads(body)["reasons"]

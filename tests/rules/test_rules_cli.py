@@ -20,7 +20,7 @@ from bridge.rules import record_key
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = REPO_ROOT / "config" / "examples" / "events.jsonl"
 SHIPPED_TESTS = sorted(str(p) for p in (REPO_ROOT / "config" / "rules" / "tests").glob("*.yaml"))
-SHIPPED_CONFIG = REPO_ROOT / "config" / "bridge.yaml"
+SHIPPED_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 
 RULES = """\
 rules:
@@ -30,7 +30,7 @@ rules:
     message:
       event_type: mobile_receiver
       mobile_receiver: "{{ event.phone }}"
-      action: "{{ headers.action }}"
+      action: "{{ default(headers.action, '') }}"  # optional: no warning when absent
   - id: fan
     when: "event.type == 'fan'"
     for_each: event.people
@@ -134,6 +134,87 @@ def test_map_reports_rule_errors(
     assert err == f"error: {tmp_path / 'bad.yaml'}:3: rules[0].message.event_type: {reason}\n"
 
 
+TYPO_RULES = """\
+rules:
+  - id: note
+    topics: [campus.forum.events]
+    when: "event.type == 'note' && event.to"
+    message:
+      event_type: mobile_receiver
+      mobile_receiver: "{{ event.to }}"
+      company_id: "{{ event.tenant.companyid }}"
+      corp_id: "{{ event.tenant.corp_id }}"
+      json_data: {term: "{{ event.trem }}", term_ok: "{{ event.term }}"}
+"""
+NOTE = '{"type": "note", "to": "13800138000", "term": "spring", "tenant": {"company_id": "c1", "corp_id": "d1"}}'
+
+
+@pytest.fixture
+def typo_config(write_config: Callable[..., Path], tmp_path: Path) -> Path:
+    (tmp_path / "typo.yaml").write_text(TYPO_RULES, encoding="utf-8")
+    return write_config(rule_files=["typo.yaml"])
+
+
+def test_map_warns_per_rule_and_field_when_a_template_path_resolved_to_missing(
+    capsys: pytest.CaptureFixture[str], typo_config: Path, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(NOTE + "\n" + NOTE.replace('"term": "spring", ', '"trem": "x", ') + "\n", encoding="utf-8")
+    code, lines, err = run(capsys, "map", "-c", str(typo_config), "-i", str(events))
+    assert code == 0  # warnings do not fail the dry run
+    message = lines[0]["message"]
+    assert "company_id" not in message  # the typo drops the field, as the daemon would
+    assert orjson.loads(message["json_data"]) == {"term": None, "term_ok": "spring"}
+    assert err.splitlines() == [
+        "warning: line 1: rule note: json_data.term: {{ event.trem }}: event has no key 'trem';"
+        " it renders null in json_data",
+        "warning: line 1: rule note: company_id: {{ event.tenant.companyid }}: event.tenant has no key 'companyid';"
+        " the field is left out",
+        "warning: line 2: rule note: json_data.term_ok: {{ event.term }}: event has no key 'term';"
+        " it renders null in json_data",
+        "warning: line 2: rule note: company_id: {{ event.tenant.companyid }}: event.tenant has no key 'companyid';"
+        " the field is left out",
+    ]
+
+
+def test_map_explain_says_per_rule_why_it_matched_or_not(
+    capsys: pytest.CaptureFixture[str], config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"type": "ping", "phone": "13800138000"}\n'))
+    code, lines, _ = run(capsys, "map", "-c", str(config), "--explain")
+    assert code == 0
+    ping, fan, result = lines
+    assert ping == {
+        "line": 1,
+        "rule": "ping",
+        "explain": {
+            "matched": True,
+            "why": "`when` holds",
+            "when": {
+                "source": "event.type == 'ping'",
+                "holds": True,
+                "terms": [{"expr": "event.type == 'ping'", "value": True, "left": "ping", "right": "ping"}],
+            },
+        },
+    }
+    assert fan["rule"] == "fan" and fan["explain"]["matched"] is False
+    assert fan["explain"]["why"] == "`when` is false"
+    assert result["rule"] == "ping" and "message" in result
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"type": "ping", "phone": "13800138000"}\n'))
+    code, lines, _ = run(capsys, "map", "-c", str(config), "--explain", "--topic", "campus.other.events")
+    not_consumed = (
+        "topic campus.other.events is not consumed"
+        " (kafka.topics: campus.forum.events, campus.course.events, campus.facility.events)"
+    )
+    assert [(line["rule"], line["explain"]["why"]) for line in lines if "explain" in line] == [
+        ("ping", "applies to campus.forum.events only, not campus.other.events"),
+        ("fan", not_consumed),
+    ]
+
+
 # ----------------------------------------------------------------------------------------------- bridge test
 def write_tests(tmp_path: Path, text: str) -> str:
     path = tmp_path / "ping_test.yaml"
@@ -227,11 +308,61 @@ def test_bad_test_files(capsys: pytest.CaptureFixture[str], config: Path, tmp_pa
     ]
 
 
+def test_rule_tests_warn_when_a_template_path_resolved_to_missing(
+    capsys: pytest.CaptureFixture[str], typo_config: Path, tmp_path: Path
+) -> None:
+    tests = write_tests(
+        tmp_path,
+        f"""\
+        tests:
+          - name: a note
+            event: {NOTE}
+            expect: [{{rule: note, message: {{mobile_receiver: "13800138000"}}}}]
+        """,
+    )
+    code, out, err = run_text(capsys, "test", "-c", str(typo_config), tests)
+    assert code == 0  # the case passes: it does not look at company_id...
+    assert out.splitlines()[0] == f"PASS {tests}:2 a note"
+    assert err.splitlines() == [  # ...but the typo is reported
+        f"warning: {tests}:2 a note: rule note: json_data.term: {{{{ event.trem }}}}: event has no key 'trem';"
+        " it renders null in json_data",
+        f"warning: {tests}:2 a note: rule note: company_id: {{{{ event.tenant.companyid }}}}:"
+        " event.tenant has no key 'companyid'; the field is left out",
+    ]
+
+
+def test_rule_tests_are_discovered_next_to_the_rule_files(
+    capsys: pytest.CaptureFixture[str], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "rules" / "tests" / "deep").mkdir(parents=True)
+    (tmp_path / "rules" / "ping.yaml").write_text(RULES, encoding="utf-8")
+    case = 'tests:\n  - {name: NAME, event: {type: ping, phone: "13800138000"}, expect: [{rule: ping, message: {}}]}\n'
+    (tmp_path / "rules" / "tests" / "a.yaml").write_text(case.replace("NAME", "first"), encoding="utf-8")
+    (tmp_path / "rules" / "tests" / "deep" / "b.yml").write_text(case.replace("NAME", "second"), encoding="utf-8")
+    (tmp_path / "rules" / "tests" / "notes.txt").write_text("not a test", encoding="utf-8")
+    config = write_config(rule_files=["rules/*.yaml"])
+    code, out, err = run_text(capsys, "test", "-c", str(config))
+    assert (code, err) == (0, "")
+    assert out.splitlines()[:3] == [
+        f"PASS {tmp_path / 'rules' / 'tests' / 'a.yaml'}:2 first",
+        f"PASS {tmp_path / 'rules' / 'tests' / 'deep' / 'b.yml'}:2 second",
+        "2 passed, 0 failed",
+    ]
+
+
+def test_rule_tests_without_files_and_none_found_exit_2(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, err = run_text(capsys, "test", "-c", str(config))
+    assert (code, out) == (2, "")
+    assert err.startswith("error: no TESTFILE given and no *.yaml test file found under ")
+    assert str(config.parent / "rules" / "tests") in err
+
+
 # ------------------------------------------------------------------------------------- the shipped rules
 def test_shipped_rule_tests_pass(capsys: pytest.CaptureFixture[str], shipped_config: Path) -> None:
     assert SHIPPED_TESTS, "config/rules/tests/*.yaml is missing"
-    code, out, _ = run_text(capsys, "test", "-c", str(shipped_config), *SHIPPED_TESTS)
+    code, out, err = run_text(capsys, "test", "-c", str(shipped_config), *SHIPPED_TESTS)
     assert code == 0, out
+    assert err == "", "the shipped tests' events carry every field the rules read"
     assert "FAIL" not in out
     assert "note:" not in out, "every shipped rule needs a test expecting a message from it"
 
@@ -239,9 +370,10 @@ def test_shipped_rule_tests_pass(capsys: pytest.CaptureFixture[str], shipped_con
 def test_shipped_config_as_a_subprocess() -> None:
     """The commands the docs show, exactly as a user runs them (from the repo root)."""
     for argv in (
-        ["test", "-c", "config/bridge.yaml", *SHIPPED_TESTS],
-        ["map", "-c", "config/bridge.yaml", "--input", "config/examples/events.jsonl"],
-        ["validate", "-c", "config/bridge.yaml"],
+        ["test", "-c", "config/demo.yaml", *SHIPPED_TESTS],
+        ["test", "-c", "config/demo.yaml"],  # discovers config/rules/tests/**
+        ["map", "-c", "config/demo.yaml", "--input", "config/examples/events.jsonl"],
+        ["validate", "-c", "config/demo.yaml"],
     ):
         done = subprocess.run(
             [sys.executable, "-m", "bridge", *argv], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
@@ -251,12 +383,11 @@ def test_shipped_config_as_a_subprocess() -> None:
 
 
 # ------------------------------------------------------------------------------------- the documentation
-DOC = REPO_ROOT / "README.md"  # its "Writing rules" section
+DOC = REPO_ROOT / "docs" / "rules.md"
 
 
 def doc_blocks(kind: str) -> list[str]:
-    readme = DOC.read_text(encoding="utf-8")
-    text = readme.split("\n## Writing rules\n", 1)[1].split("\n## ", 1)[0]
+    text = DOC.read_text(encoding="utf-8")
     return [block.split("```", 1)[0].strip() for block in text.split(f"```{kind}\n")[1:]]
 
 

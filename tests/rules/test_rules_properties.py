@@ -70,7 +70,7 @@ EVENT_LIKE = st.dictionaries(KEYS, JSON, max_size=8)
 @pytest.fixture(scope="module")
 def rulesets() -> list[RuleSet]:
     root = Path(__file__).resolve().parents[2]
-    config = root / "config" / "bridge.yaml"
+    config = root / "config" / "demo.yaml"
     shipped = []
     if config.exists():
         shipped.append(load_rules(load_settings(config)))

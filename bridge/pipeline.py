@@ -1,0 +1,178 @@
+"""The pipeline: one fetched record in → decoded, mapped jobs (or dead letters) out; its offset tracked.
+
+    source (Kafka consumer; later the deferred topic) ── take(part, meta, value) ──►
+        decode ─► invalid ─────────────────────────────► dead letter (reason), offset waits for it
+        map ────► no rule / replayed for another rule ─► finished at once (counted)
+              ├─► stale ───────────────────────────────► skipped (counted), finished at once
+              ├─► MappingFailure ──────────────────────► dead letter (mapping_error)
+              └─► Mapped ──────────────────────────────► Job ─► engine.submit()
+
+The pipeline knows nothing of Kafka clients: a source hands it records with their partition state, and asks
+it for back-pressure (`unfinished`) and for draining on revoke (`wait_partitions_quiet`). The rules can be
+swapped between two records (`swap_rules`, the SIGHUP reload): a record is mapped wholly by one rule set.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Hashable
+from typing import Protocol
+
+from bridge.kafka.codec import Invalid, decode_value
+from bridge.metrics import Metrics
+from bridge.models import Mapped, RecordMeta
+from bridge.rules import RuleSet
+from bridge.settings import Settings
+from bridge.work import DeadLetter, Job, PartitionState, RecordRef
+
+log = logging.getLogger("bridge.pipeline")
+
+REPLAY_ORIGIN = "bridge.replay.origin"  # "topic/partition/offset/timestamp_ms" of the dead-lettered record
+REPLAY_RULE = "bridge.replay.rule"  # only this rule applies to a replayed record
+
+
+class EnginePort(Protocol):
+    """What the pipeline needs of the delivery engine."""
+
+    unfinished: int
+
+    def submit(self, job: Job) -> None:
+        """Accept a job (non-blocking)."""
+        ...
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        """Write a dead letter in the background; the record's offset waits for it."""
+        ...
+
+    async def wait_partitions_quiet(self, parts: list[PartitionState], timeout: float) -> bool:
+        """Wait until no call for these partitions is in flight; False on timeout."""
+        ...
+
+
+class Pipeline:
+    """Turns fetched records into delivery jobs and keeps each partition's commit bookkeeping."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        rules: RuleSet,
+        engine: EnginePort,
+        metrics: Metrics,
+        *,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self._max_record_bytes = settings.kafka.max_record_bytes
+        self._rules = rules
+        self._engine = engine
+        self._m = metrics
+        self._wall_ms = wall_ms
+        order = settings.delivery.ordering
+        self._key: Callable[[Mapped, RecordMeta], Hashable | None]
+        if order == "recipient":
+            self._key = lambda m, meta: m.message.recipient
+        elif order == "partition":
+            self._key = lambda m, meta: (meta.topic, meta.partition)
+        else:
+            self._key = lambda m, meta: None
+        stale = settings.delivery.skip_older_than_seconds
+        self._stale_ms = int(stale * 1000) if stale else None
+
+    # ----------------------------------------------------------------- rules
+    @property
+    def rules(self) -> RuleSet:
+        """The rule set records are mapped with now."""
+        return self._rules
+
+    def swap_rules(self, rules: RuleSet) -> None:
+        """Map every record taken from now on with `rules` (jobs already submitted keep their messages)."""
+        self._rules = rules
+        self._m.prime(rules.ids)
+
+    # ----------------------------------------------------------------- engine view for sources
+    @property
+    def unfinished(self) -> int:
+        """Messages and dead letters accepted and not yet final (back-pressure for sources)."""
+        return self._engine.unfinished
+
+    async def wait_partitions_quiet(self, parts: list[PartitionState], timeout: float) -> bool:
+        """Wait until no call for these partitions is in flight (on revoke); False on timeout."""
+        return await self._engine.wait_partitions_quiet(parts, timeout)
+
+    # ----------------------------------------------------------------- records
+    def take(self, part: PartitionState, meta: RecordMeta, value: bytes | None) -> None:
+        """One fetched record of `part`, in fetch order: track its offset and hand its work on."""
+        ref = RecordRef(part, meta, value)
+        if part.first_offset is None:
+            part.first_offset = meta.offset
+        offsets = part.offsets
+        decoded = decode_value(value, self._max_record_bytes)
+        if isinstance(decoded, Invalid):
+            offsets.track(meta.offset, 1, meta.timestamp_ms)
+            self._m.records_invalid.labels(decoded.reason.value).inc()
+            self._engine.dead_letter(DeadLetter(ref, decoded.reason.value, decoded.detail))
+            return
+        map_meta, only_rule = replay_meta(meta)
+        result = self._rules.map(decoded, map_meta)
+        for rule in result.matched:
+            self._m.rule_matched(rule)
+        for rule in result.empty_fanout:
+            self._m.fanout_empty.labels(rule).inc()
+        items = result.items
+        if only_rule is not None:
+            items = tuple(i for i in items if i.rule == only_rule)
+        if not items:
+            if result.unmatched:
+                self._m.events_unmatched.labels(meta.topic).inc()
+            offsets.track(meta.offset, 0, meta.timestamp_ms)
+            return
+        if self._stale_ms is not None and self._wall_ms() - meta.timestamp_ms > self._stale_ms:
+            for item in items:
+                self._m.message_final(item.rule, "skipped_stale")
+            offsets.track(meta.offset, 0, meta.timestamp_ms)
+            log.info(
+                "skipped stale event",
+                extra={"ctx": {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset}},
+            )
+            return
+        offsets.track(meta.offset, len(items), meta.timestamp_ms)
+        key_of = self._key
+        for item in items:
+            if isinstance(item, Mapped):
+                self._engine.submit(Job(item.rule, item.message, ref, key_of(item, meta)))
+            else:
+                self._m.mapping_errors.labels(item.rule, item.field).inc()
+                self._engine.dead_letter(
+                    DeadLetter(
+                        ref,
+                        "mapping_error",
+                        f"rule {item.rule}: {item.field}: {item.reason}",
+                        rule=item.rule,
+                        field=item.field,
+                    )
+                )
+
+
+_ORIGIN_RE = re.compile(r"^(.+)/(\d+)/(\d+)/(-?\d+)$")
+
+
+def replay_meta(meta: RecordMeta) -> tuple[RecordMeta, str | None]:
+    """For a record replayed from the DLQ: the original coordinates (same msg_keys) and the rule to apply."""
+    if not meta.headers:
+        return meta, None
+    origin = rule = None
+    for k, v in meta.headers:
+        if k == REPLAY_ORIGIN:
+            origin = v.decode("utf-8", "replace")
+        elif k == REPLAY_RULE:
+            rule = v.decode("utf-8", "replace") or None
+    if origin is None:
+        return meta, None
+    m = _ORIGIN_RE.match(origin)
+    if m is None:
+        return meta, rule
+    return (
+        RecordMeta(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), meta.key, meta.headers),
+        rule,
+    )
