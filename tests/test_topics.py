@@ -62,7 +62,7 @@ def test_an_illegal_dead_letter_topic_is_refused(tmp_path: Path) -> None:
     (error,) = settings_errors(tmp_path, {"topics": ["t"], "dead_letter_topic": "bad topic!"})
     assert error.endswith(
         "bridge.yaml:5: kafka.dead_letter_topic: topic 'bad topic!' has characters Kafka does not allow"
-        " (' ' '!'): use only a-z A-Z 0-9 . _ - (got 'bad topic!')"
+        " (' ' '!'): use only a-z A-Z 0-9 . _ -"
     )
 
 
