@@ -9,7 +9,9 @@ asyncio protocol and the httptools parser) that no client can make expensive:
 - a request must arrive complete within `request_timeout_seconds` of its first byte (of the connection, for
   the first request), an idle keep-alive connection is closed after `idle_timeout_seconds`, and a client
   that does not read its response within `request_timeout_seconds` is cut off (slowloris, slow readers);
-- /metrics is rendered at most once per `cache_seconds`; every scrape in between gets the same bytes;
+- /metrics is rendered at most once per `cache_seconds`: scrapes are answered in batches, each by one render
+  made after all its requests arrived (no answer is older than its request; a scraper asking faster waits
+  for the next render instead of costing one); with a crowd, at once from a render at most that old;
 - GET and HEAD only, no request bodies, a request of at most `MAX_REQUEST_BYTES`, a few pipelined requests.
 aiohttp's server has no connection limit, no request-head deadline of its own and no write deadline.
 The endpoints read nothing but the registry and the readiness callback: no I/O of their own.
@@ -23,9 +25,10 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 import orjson
@@ -104,8 +107,10 @@ class StatusServer:
         self._slot_freed = asyncio.Event()
         self._beat = clock()
         self._beat_task: asyncio.Task[None] | None = None
-        self._metrics_body = b""
-        self._metrics_at = float("-inf")
+        self._metrics_waiting: dict[_Connection, None] = {}
+        self._metrics_body: bytes | None = None
+        self._metrics_at = float("-inf")  # loop time of the last render
+        self._render_handle: asyncio.TimerHandle | None = None
         self.port: int | None = None
 
     @property
@@ -136,6 +141,9 @@ class StatusServer:
         sock, self._socket = self._socket, None
         if sock is not None:
             sock.close()
+        if self._render_handle is not None:
+            self._render_handle.cancel()
+            self._render_handle = None
         for conn in list(self._connections):
             conn.abort()
 
@@ -192,6 +200,7 @@ class StatusServer:
 
     def forget(self, conn: _Connection) -> None:
         """A connection is gone (or going)."""
+        self._metrics_waiting.pop(conn, None)
         if self._connections.pop(conn, 0) is None:
             self._slot_freed.set()
 
@@ -201,12 +210,12 @@ class StatusServer:
             self._metrics.http_connections_closed.labels(reason).inc()
 
     # ------------------------------------------------------------------ endpoints
-    def respond(self, method: bytes, path: bytes) -> tuple[int, bytes, bytes]:
-        """(status, content type, body) of one request."""
+    def respond(self, method: bytes, path: bytes) -> tuple[int, bytes, bytes] | None:
+        """(status, content type, body) of one request; None for a /metrics scrape (see `want_metrics`)."""
         if method not in (b"GET", b"HEAD"):
             return 405, _TEXT, b"only GET and HEAD\n"
         if path == b"/metrics":
-            return 200, CONTENT_TYPE_LATEST.encode(), self._render_metrics()
+            return None
         if path == b"/healthz":
             stalled = self._clock() - self._beat
             if stalled > STALL_SECONDS:
@@ -217,13 +226,42 @@ class StatusServer:
             return (200 if ok else 503), _JSON, orjson.dumps({"ready": ok, **detail})
         return 404, _TEXT, b"not found: try /metrics, /healthz or /readyz\n"
 
-    def _render_metrics(self) -> bytes:
-        now = self._clock()
-        if now - self._metrics_at >= self.limits.cache_seconds:
-            self._readiness()  # refreshes bridge_ready, so a scrape sees readiness without a /readyz prober
-            self._metrics_body = generate_latest(self._registry)
-            self._metrics_at = now
+    def want_metrics(self, conn: _Connection) -> None:
+        """`conn` waits for /metrics: answered by the next render, at most one per `cache_seconds`."""
+        self._metrics_waiting[conn] = None
+        if self._render_handle is None:
+            loop = asyncio.get_running_loop()
+            when = max(loop.time(), self._metrics_at + self.limits.cache_seconds)
+            self._render_handle = loop.call_at(when, self._render_for_waiting)
+
+    def render_metrics(self) -> bytes:
+        """The metrics text now (readiness refreshed first, so `bridge_ready` is current)."""
+        self._readiness()  # refreshes bridge_ready, so a scrape sees readiness without a /readyz prober
+        return generate_latest(self._registry)
+
+    def crowd_metrics(self) -> bytes | None:
+        """With a crowd (see `crowded`), /metrics is answered at once from the last render while it is younger
+        than `cache_seconds` (a new render otherwise): slots turn over fast. None without a crowd."""
+        if not self.crowded:
+            return None
+        now = asyncio.get_running_loop().time()
+        if self._metrics_body is None or now - self._metrics_at >= self.limits.cache_seconds:
+            self._metrics_body, self._metrics_at = self.render_metrics(), now
         return self._metrics_body
+
+    def _render_for_waiting(self) -> None:
+        self._render_handle = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now < self._metrics_at + self.limits.cache_seconds:  # a crowd's render came in between
+            self._render_handle = loop.call_at(self._metrics_at + self.limits.cache_seconds, self._render_for_waiting)
+            return
+        waiting, self._metrics_waiting = self._metrics_waiting, {}
+        if waiting:
+            body = self._metrics_body = self.render_metrics()
+            self._metrics_at = now
+            for conn in waiting:
+                conn.metrics_ready(body)
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -257,11 +295,17 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._received = 0  # bytes of the current request
         self._has_body = False
-        self._keep_alive = True
+        # Answers in request order: [status, content type, body (None: waiting for /metrics), head only, close]
+        self._answers: deque[list[Any]] = deque()
         self._writing = False  # the transport holds unsent bytes: the client is not reading (yet)
-        self._queued = 0
-        self.busy = False  # a response is being sent
+        self._closing = False  # the last answer said `Connection: close`
+        self._failed = False  # a bad request: its answer is queued, nothing more is read
         self.waiting_since = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Answering (waiting for /metrics, or the client has not taken the answer yet): not evictable."""
+        return bool(self._answers) or self._writing
 
     # --------------------------------------------------------- asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -278,6 +322,8 @@ class _Connection(asyncio.Protocol):
         self._transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return
         self._received += len(data)  # since the last complete request: bounds what the parser buffers
         if self._received > MAX_REQUEST_BYTES:
             self._fail(413, b"request too large\n")
@@ -286,7 +332,6 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(400, b"no upgrades\n")
-            return
         except httptools.HttpParserError:
             self._fail(400, b"bad request\n")
 
@@ -295,8 +340,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing = False
-        self._queued = 0
-        self._sent()
+        self._flush()
 
     # --------------------------------------------------------- httptools callbacks
     def on_message_begin(self) -> None:
@@ -312,8 +356,7 @@ class _Connection(asyncio.Protocol):
         self._has_body = True
 
     def on_message_complete(self) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
+        if self._transport is None or self._transport.is_closing() or self._closing or self._failed:
             return
         self._received = 0
         if self._has_body:
@@ -325,63 +368,78 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             self._fail(400, b"bad url\n")
             return
-        # Under pressure (half the slots taken) every response closes its connection: slots turn over at
-        # once, so a probe waiting in the backlog behind a crowd of keep-alive scrapers gets its turn.
-        self._keep_alive = self._parser.should_keep_alive() and not self._server.crowded
-        status, content_type, body = self._server.respond(method, path)
-        self._write(status, content_type, b"" if method == b"HEAD" else body, len(body))
-        if self._writing:
-            self._queued += 1
-            if self._queued > MAX_PIPELINED:
-                self._server.closed("write_timeout")
-                self.abort()
-                return
-            if not self.busy:
-                self.busy = True
-                transport.pause_reading()
-                self._arm(self._limits.request_timeout_seconds, "write_timeout")
+        if len(self._answers) >= MAX_PIPELINED:  # a client asking and asking without reading
+            self._server.closed("write_timeout")
+            self.abort()
+            return
+        # Under pressure (half the slots taken) every answer closes its connection: slots turn over at once,
+        # so a probe waiting in the backlog behind a crowd of keep-alive scrapers gets its turn.
+        close = not self._parser.should_keep_alive() or self._server.crowded
+        answer = self._server.respond(method, path)
+        head_only = method == b"HEAD"
+        if answer is None:
+            body = self._server.crowd_metrics()
+            self._answers.append([200, CONTENT_TYPE_LATEST.encode(), body, head_only, close])
+            if body is None:
+                self._server.want_metrics(self)
         else:
-            self._sent()
+            self._answers.append([*answer, head_only, close])
+        self._disarm()  # until it is answered: the answer's own deadline is armed when it is written
+        self._flush()
+
+    def metrics_ready(self, body: bytes) -> None:
+        """The /metrics text this connection's waiting answers get."""
+        for answer in self._answers:
+            if answer[2] is None:
+                answer[2] = body
+        self._flush()
 
     # --------------------------------------------------------- helpers
-    def _write(self, status: int, content_type: bytes, body: bytes, length: int) -> None:
+    def _flush(self) -> None:
+        """Write the answers that are ready, in order; then wait for the next request, or close."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        while self._answers and self._answers[0][2] is not None and not self._closing:
+            status, content_type, body, head_only, close = self._answers.popleft()
+            self._write(status, content_type, b"" if head_only else body, len(body), close)
+            self._closing = close
+        if self._writing or self._answers:
+            transport.pause_reading()  # no more requests until these are answered and taken
+            if self._writing:
+                self._arm(self._limits.request_timeout_seconds, "write_timeout")
+            return
+        if self._closing:
+            self._disarm()
+            transport.close()
+            return
+        transport.resume_reading()
+        self.waiting_since = self._loop.time()
+        self._arm(self._limits.idle_timeout_seconds, "idle_timeout")
+
+    def _write(self, status: int, content_type: bytes, body: bytes, length: int, close: bool) -> None:
         assert self._transport is not None
-        connection = b"keep-alive" if self._keep_alive else b"close"
         head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: %s\r\n\r\n" % (
             status,
             _REASONS.get(status, b"Service Unavailable"),
             content_type,
             length,
-            connection,
+            b"close" if close else b"keep-alive",
         )
-        self._transport.write(head + body if len(body) < 65_536 else head)
-        if len(body) >= 65_536:
+        if len(body) < 65_536:
+            self._transport.write(head + body)
+        else:
+            self._transport.write(head)
             self._transport.write(body)
-
-    def _sent(self) -> None:
-        """Everything written so far reached the client's socket: wait for the next request, or close."""
-        transport = self._transport
-        if transport is None:
-            return
-        if not self._keep_alive:
-            self._disarm()
-            transport.close()
-            return
-        if self.busy:
-            self.busy = False
-            transport.resume_reading()
-        self.waiting_since = self._loop.time()
-        self._arm(self._limits.idle_timeout_seconds, "idle_timeout")
 
     def _fail(self, status: int, body: bytes) -> None:
         """Answer a bad request and close (the rest of its bytes cannot be trusted)."""
-        if self._transport is None or self._transport.is_closing():
+        if self._transport is None or self._transport.is_closing() or self._closing or self._failed:
             return
+        self._failed = True
         self._server.closed("bad_request")
-        self._keep_alive = False
-        self._write(status, _TEXT, body, len(body))
-        self._disarm()
-        self._transport.close()
+        self._answers.append([status, _TEXT, body, False, True])
+        self._flush()
 
     def _arm(self, seconds: float, reason: str) -> None:
         self._disarm()

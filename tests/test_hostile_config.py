@@ -249,3 +249,21 @@ def test_an_unexpected_error_is_one_line(
         "error: RuntimeError: loading the CA failed: caused by FileNotFoundError: [Errno 2] No such file or"
         f" directory: '{tmp_path / 'missing.pem'}'"
     )
+
+
+def test_the_fatal_line_never_shows_a_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridge.cli.validate
+    from bridge.redact import register
+
+    register("hostile-config-secret-7Qx")
+
+    def fail(_args: object) -> int:
+        raise RuntimeError("login failed with password hostile-config-secret-7Qx")
+
+    monkeypatch.setattr(bridge.cli.validate, "run", fail)
+    assert main(["validate", "-c", str(config_with(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert "hostile-config-secret-7Qx" not in err
+    assert err.startswith("error: RuntimeError: login failed with password ")

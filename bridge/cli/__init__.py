@@ -96,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except Exception as exc:  # every other fatal path: one line; the traceback only at DEBUG
+        from bridge.redact import redact
+
         log.debug("%s failed", args.command, exc_info=True)
-        print(f"error: {fatal_line(exc)}", file=sys.stderr)
+        print(f"error: {redact(fatal_line(exc))}", file=sys.stderr)
         return 1
     return code
 

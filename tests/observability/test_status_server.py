@@ -51,7 +51,7 @@ async def serving(limits: HttpLimits, registry: CollectorRegistry | None = None)
 
 
 def closed_count(server: StatusServer, reason: str) -> float:
-    body = server.respond(b"GET", b"/metrics")[2]
+    body = server.render_metrics()
     return parse_metrics(body.decode()).get(f'bridge_http_connections_closed_total{{reason="{reason}"}}', 0.0)
 
 
@@ -216,28 +216,66 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5) -> None:
 
 
 # ------------------------------------------------------------------------------------------- /metrics cache
-async def test_metrics_are_rendered_at_most_once_per_cache_interval() -> None:
+async def test_a_scrape_is_never_older_than_its_request() -> None:
+    registry = CollectorRegistry()
+    gauge = Gauge("test_value", "A value the test changes.", registry=registry)
+    async with serving(HttpLimits(cache_seconds=0.2), registry) as server:
+        reader, writer = await connect(server)
+        for value in range(1, 6):
+            gauge.set(value)  # changed just before asking, right after the previous answer
+            writer.write(GET % b"/metrics")
+            assert parse_metrics((await read_response(reader))[2].decode())["test_value"] == value
+        writer.close()
+
+
+async def test_a_fast_scraper_waits_for_the_next_render_instead_of_costing_one() -> None:
     counting = CountingCollector()
     registry = CollectorRegistry()
     registry.register(counting)
-    async with serving(HttpLimits(cache_seconds=30), registry) as server:
+    async with serving(HttpLimits(cache_seconds=0.2), registry) as server:
         reader, writer = await connect(server)
-        bodies = set()
-        for _ in range(50):
-            writer.write(GET % b"/metrics")
-            bodies.add((await read_response(reader))[2])
-        assert counting.renders == 1
-        assert len(bodies) == 1
-        writer.close()
-    registry = CollectorRegistry()
-    registry.register(counting := CountingCollector())
-    async with serving(NO_CACHE, registry) as server:
-        reader, writer = await connect(server)
-        for _ in range(5):
+        started = time.monotonic()
+        for _ in range(6):
             writer.write(GET % b"/metrics")
             await read_response(reader)
-        assert counting.renders == 5
+        assert counting.renders == 6
+        assert time.monotonic() - started >= 5 * 0.2 * 0.9  # one render per interval, however fast it asks
         writer.close()
+
+
+async def test_concurrent_scrapes_share_one_render() -> None:
+    counting = CountingCollector()
+    registry = CollectorRegistry()
+    registry.register(counting)
+    async with serving(HttpLimits(cache_seconds=0.2, max_connections=100), registry) as server:
+        clients = [await connect(server) for _ in range(30)]
+        for _, writer in clients:
+            writer.write(GET % b"/metrics")
+        bodies = {(await read_response(reader))[2] for reader, _ in clients}
+        assert counting.renders <= 2  # the first may be rendered before the last request arrived
+        assert len(bodies) == counting.renders
+        for _, writer in clients:
+            writer.close()
+
+
+async def test_with_a_crowd_scrapes_are_answered_at_once_from_a_recent_render() -> None:
+    counting = CountingCollector()
+    registry = CollectorRegistry()
+    registry.register(counting)
+    async with serving(HttpLimits(cache_seconds=30, max_connections=4), registry) as server:
+        idlers = [await connect(server) for _ in range(2)]
+        await wait_for(lambda: server.connections == 2)
+        started = time.monotonic()
+        for _ in range(10):  # each answer closes its connection (crowded): a new one each time
+            reader, writer = await connect(server)
+            writer.write(GET % b"/metrics")
+            status, headers, _ = await read_response(reader)
+            assert (status, headers["connection"]) == (200, "close")
+            writer.close()
+        assert time.monotonic() - started < 5
+        assert counting.renders == 1
+        for _, writer in idlers:
+            writer.close()
 
 
 # ------------------------------------------------------------------------------------------- HTTP details
