@@ -37,6 +37,13 @@ class CountingCollector(Collector):
         yield GaugeMetricFamily("test_renders", "Renders so far.", value=self.renders)
 
 
+def counting_registry() -> tuple[CountingCollector, CollectorRegistry]:
+    """A registry whose renders are counted."""
+    counting, registry = CountingCollector(), CollectorRegistry()
+    registry.register(counting)
+    return counting, registry
+
+
 @asynccontextmanager
 async def serving(limits: HttpLimits, registry: CollectorRegistry | None = None) -> AsyncIterator[StatusServer]:
     """A started status server on a free port, with its own Metrics (for the closed-connections counter)."""
@@ -229,9 +236,7 @@ async def test_a_scrape_is_never_older_than_its_request() -> None:
 
 
 async def test_a_fast_scraper_waits_for_the_next_render_instead_of_costing_one() -> None:
-    counting = CountingCollector()
-    registry = CollectorRegistry()
-    registry.register(counting)
+    counting, registry = counting_registry()
     async with serving(HttpLimits(cache_seconds=0.2), registry) as server:
         reader, writer = await connect(server)
         started = time.monotonic()
@@ -244,9 +249,7 @@ async def test_a_fast_scraper_waits_for_the_next_render_instead_of_costing_one()
 
 
 async def test_concurrent_scrapes_share_one_render() -> None:
-    counting = CountingCollector()
-    registry = CollectorRegistry()
-    registry.register(counting)
+    counting, registry = counting_registry()
     async with serving(HttpLimits(cache_seconds=0.2, max_connections=100), registry) as server:
         clients = [await connect(server) for _ in range(30)]
         for _, writer in clients:
@@ -259,9 +262,7 @@ async def test_concurrent_scrapes_share_one_render() -> None:
 
 
 async def test_with_a_crowd_scrapes_are_answered_at_once_from_a_recent_render() -> None:
-    counting = CountingCollector()
-    registry = CollectorRegistry()
-    registry.register(counting)
+    counting, registry = counting_registry()
     async with serving(HttpLimits(cache_seconds=30, max_connections=4), registry) as server:
         idlers = [await connect(server) for _ in range(2)]
         await wait_for(lambda: server.connections == 2)
