@@ -33,7 +33,7 @@ from bridge.pipeline import Pipeline
 from bridge.reload import RuleReloader
 from bridge.rules import RuleSet
 from bridge.settings import Settings
-from bridge.web import StatusServer
+from bridge.web import HttpLimits, StatusServer
 
 log = logging.getLogger("bridge.app")
 
@@ -61,7 +61,13 @@ class BridgeApp:
         self.pipeline = Pipeline(settings, rules, self.engine, self.metrics)
         self.source = KafkaSource(settings, self.pipeline, self.metrics)
         self.reloader = RuleReloader(settings, rules, self.pipeline.swap_rules, self.metrics)
-        self.status = StatusServer(self.metrics.registry, self.readiness, settings.metrics.listen)
+        self.status = StatusServer(
+            self.metrics.registry,
+            self.readiness,
+            settings.metrics.listen,
+            limits=HttpLimits.from_settings(settings.metrics),
+            metrics=self.metrics,
+        )
         self._stop = asyncio.Event()
         self._signals = 0
         self._background: set[asyncio.Task[Any]] = set()

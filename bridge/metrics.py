@@ -17,6 +17,7 @@ from bridge import __version__
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUOTA_OPS = ("lease", "ban", "beat", "leave", "load")  # round trips of the shared quota to Redis
+HTTP_CLOSE_REASONS = ("limit", "request_timeout", "write_timeout", "idle_timeout", "bad_request")
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -288,6 +289,14 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        # HTTP endpoints (issue 10, item 8): connections the status server closed on its own.
+        self.http_connections_closed = Counter(
+            "bridge_http_connections_closed_total",
+            "Connections to /metrics, /healthz, /readyz closed by the bridge, by reason (limit: too many"
+            " connections; request_timeout, write_timeout: slow client; idle_timeout; bad_request).",
+            ["reason"],
+            registry=r,
+        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -311,6 +320,8 @@ class Metrics:
             self.dead_letters.labels(invalid.value)
         for reason in ("mapping_error", "rejected", "retries_exhausted", "max_age"):
             self.dead_letters.labels(reason)
+        for reason in HTTP_CLOSE_REASONS:
+            self.http_connections_closed.labels(reason)
         for rule in rules:
             for outcome in ("delivered", "dead_lettered", "skipped_stale"):
                 self.messages.labels(rule, outcome)

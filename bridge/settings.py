@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from bridge.errors import ConfigError, ConfigIssue
 from bridge.redact import Redactor, redact, register, settings_secrets
+from bridge.topics import consumed_by, topic_name_problem
 from bridge.yamlsrc import Locator, MissingEnvError, YamlLoadError, dotted, expand_env, load_yaml
 
 DEFAULT_CONFIG = "config/bridge.yaml"
@@ -36,8 +40,44 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
+def _topic_name(value: str) -> str:
+    problem = topic_name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(_topic_name)]
+
+# The keys of the topics the bridge writes to. None may be a topic the bridge consumes (it would read its own
+# output: one bad record in a consumed DLQ becomes a dead letter of a dead letter, forever). Add a key here when
+# the bridge writes to a new topic; declare its field after `topics` and `topic_pattern`.
+WRITTEN_TOPIC_KEYS = ("dead_letter_topic",)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, use_attribute_docstrings=True)
+
+
+def readable_file(path: Path) -> Path:
+    """`path` if it is a file this process can read; ValueError saying what is wrong otherwise.
+
+    Relative paths are read from the working directory (as the daemon reads them), which the message says.
+    """
+    where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+    if not path.exists():
+        raise ValueError(f"file {path} does not exist{where}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a file{where}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}{where}") from None
+    return path
+
+
+ReadableFile = Annotated[Path, AfterValidator(readable_file)]
 
 
 def _read_secret_file(path: Path, key: str) -> SecretStr:
@@ -65,14 +105,14 @@ class KafkaSecurity(_Model):
     """SASL user name."""
     sasl_password: SecretStr | None = None
     """SASL password (secret; prefer `sasl_password_file` or `${VAR}`)."""
-    sasl_password_file: Path | None = None
+    sasl_password_file: ReadableFile | None = None
     """File holding the SASL password."""
-    ssl_cafile: Path | None = None
-    """CA bundle to verify the brokers (default: system CAs)."""
-    ssl_certfile: Path | None = None
-    """Client certificate for mutual TLS."""
-    ssl_keyfile: Path | None = None
-    """Private key of the client certificate."""
+    ssl_cafile: ReadableFile | None = None
+    """CA bundle (PEM) to verify the brokers (default: system CAs)."""
+    ssl_certfile: ReadableFile | None = None
+    """Client certificate (PEM) for mutual TLS."""
+    ssl_keyfile: ReadableFile | None = None
+    """Private key (PEM, not encrypted) of the client certificate."""
     ssl_check_hostname: bool = True
     """Verify the broker's host name against its certificate."""
 
@@ -87,7 +127,30 @@ class KafkaSecurity(_Model):
                 raise ValueError(f"protocol {self.protocol} needs sasl_mechanism")
             if not self.sasl_username or self.sasl_password is None:
                 raise ValueError(f"protocol {self.protocol} needs sasl_username and sasl_password")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile is set without ssl_certfile")
+        if self.protocol.endswith("SSL"):
+            _check_tls_files(self)
         return self
+
+
+def _check_tls_files(sec: KafkaSecurity) -> None:
+    """Load the CA bundle and the client certificate and key as the daemon will: a bad file fails here."""
+    context = ssl.create_default_context()
+    if sec.ssl_cafile is not None:
+        try:
+            context.load_verify_locations(cafile=str(sec.ssl_cafile))
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"ssl_cafile {sec.ssl_cafile} is not a PEM CA bundle: {exc}") from None
+    if sec.ssl_certfile is not None:
+        key = str(sec.ssl_keyfile) if sec.ssl_keyfile else None
+        try:  # a password prompt would hang a daemon: an encrypted key fails (the empty password is wrong)
+            context.load_cert_chain(str(sec.ssl_certfile), key, password=b"")
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(
+                f"ssl_certfile {sec.ssl_certfile} / ssl_keyfile {sec.ssl_keyfile or '(in the certfile)'}:"
+                f" not a usable PEM certificate and unencrypted key: {exc}"
+            ) from None
 
 
 class KafkaSettings(_Model):
@@ -95,7 +158,7 @@ class KafkaSettings(_Model):
 
     bootstrap_servers: str
     """Comma-separated `host:port` list of brokers."""
-    topics: list[str] = Field(default_factory=list)
+    topics: list[TopicName] = Field(default_factory=list)
     """Topics to consume (or use `topic_pattern`)."""
     topic_pattern: str | None = None
     """Regular expression of topics to consume (instead of `topics`)."""
@@ -107,7 +170,7 @@ class KafkaSettings(_Model):
     """Client id shown in broker logs and quotas."""
     auto_offset_reset: Literal["latest", "earliest"] = "latest"
     """Where a NEW group starts; `latest` avoids replaying history at users."""
-    dead_letter_topic: str = "campus-bridge.dlq"
+    dead_letter_topic: TopicName = "campus-bridge.dlq"
     """Topic for records and messages that cannot be delivered."""
     max_record_bytes: PositiveInt = 1_048_576
     """Records with a larger value are dead-lettered as `oversized`."""
@@ -154,12 +217,21 @@ class KafkaSettings(_Model):
                 raise ValueError(f"not a valid regular expression: {exc}") from exc
         return v
 
+    @field_validator(*WRITTEN_TOPIC_KEYS)
+    @classmethod
+    def _not_consumed(cls, v: str, info: ValidationInfo) -> str:
+        how = consumed_by(v, info.data.get("topics") or (), info.data.get("topic_pattern"))
+        if how is not None:
+            raise ValueError(
+                f"the bridge writes to {v!r} and would also consume it: {how}; choose a name the consumed"
+                " topics do not cover"
+            )
+        return v
+
     @model_validator(mode="after")
     def _one_source(self) -> Self:
         if bool(self.topics) == bool(self.topic_pattern):
             raise ValueError("set exactly one of topics (a list) or topic_pattern (a regex)")
-        if self.dead_letter_topic in self.topics:
-            raise ValueError("dead_letter_topic must not be one of the consumed topics")
         return self
 
 
@@ -181,7 +253,7 @@ class GatewaySettings(_Model):
     """The TOP app key."""
     app_secret: SecretStr | None = None
     """The TOP app secret (secret: from `${VAR}`), or use `app_secret_file`."""
-    app_secret_file: Path | None = None
+    app_secret_file: ReadableFile | None = None
     """File holding the app secret."""
     sign_method: Literal["md5", "hmac", "hmac-sha256"] = "hmac-sha256"
     """Signature method."""
@@ -418,6 +490,14 @@ class MetricsSettings(_Model):
     """Serve the endpoints and count metrics."""
     listen: str = "0.0.0.0:9464"
     """Address of /metrics, /healthz, /readyz."""
+    max_connections: PositiveInt = 100
+    """Connections at once; beyond that, the one idle longest is closed (scrape floods cannot starve delivery)."""
+    request_timeout_seconds: PositiveFloat = 5.0
+    """A request must arrive, and its response be read, within this time (slow clients are cut off)."""
+    idle_timeout_seconds: PositiveFloat = 60.0
+    """An idle keep-alive connection is closed after this time (keep it above the scrape interval)."""
+    cache_seconds: float = Field(default=0.25, ge=0)
+    """/metrics is rendered at most once per this interval; scrapes in between get the same text."""
 
     @field_validator("listen")
     @classmethod

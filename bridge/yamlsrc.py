@@ -3,6 +3,11 @@
 `load_yaml(path)` returns the data (safe loader) and a `Locator` that maps a key path such as
 `("delivery", "rate_limit", "per_second")` or `("rules", 3, "when")` to a 1-based line number.
 Also expands `${VAR}` / `${VAR:-default}` in string values (never in keys) from an environment mapping.
+
+Config and rule files are hand-written text, so the loader refuses what only an attack or an accident makes:
+a file over `MAX_BYTES`, nesting deeper than `MAX_DEPTH`, or aliases that expand the document past
+`MAX_NODES` nodes or `MAX_EXPANDED_BYTES` of scalar text ("billion laughs": a 1 KB file that expands to
+10^9 strings). The limits are checked on the event stream, before anything is built.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from typing import Any
 import yaml
 
 PathKey = tuple[str | int, ...]
+
+MAX_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 200_000  # after alias expansion
+MAX_EXPANDED_BYTES = 4 * MAX_BYTES  # scalar text after alias expansion
 
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -69,11 +79,60 @@ def _walk(node: yaml.Node, path: PathKey, out: dict[PathKey, int], depth: int = 
             _walk(item, sub, out, depth + 1)
 
 
+def _line(event: yaml.Event) -> int | None:
+    mark = event.start_mark
+    return mark.line + 1 if mark is not None else None
+
+
+def _check_bounds(text: str) -> None:
+    """YamlLoadError if the document is too large, too deep, or its aliases expand it too much."""
+    if len(text) > MAX_BYTES:
+        raise YamlLoadError(f"file of {len(text):,} characters is too large for a config (at most {MAX_BYTES:,})")
+    anchored: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, scalar bytes) of the anchored node, expanded
+    open_nodes: list[list[Any]] = [[None, 0, 0]]  # [anchor, nodes, bytes] of each collection being read
+    total_nodes = total_bytes = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_nodes) > MAX_DEPTH:
+                raise YamlLoadError(f"nested more than {MAX_DEPTH} levels deep", _line(event))
+            open_nodes.append([event.anchor, 1, 0])
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, nodes, size = open_nodes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, nodes, size = event.anchor, 1, len(event.value)
+        elif isinstance(event, yaml.AliasEvent):
+            anchor = None
+            nodes, size = anchored.get(event.anchor or "", (1, 0))
+            total_nodes += nodes
+            total_bytes += size
+            if total_nodes > MAX_NODES or total_bytes > MAX_EXPANDED_BYTES:
+                raise YamlLoadError(
+                    f"aliases expand the document past {MAX_NODES:,} nodes or {MAX_EXPANDED_BYTES:,} bytes"
+                    f" (at *{event.anchor})",
+                    _line(event),
+                )
+        else:
+            continue
+        if anchor is not None:
+            anchored[anchor] = (nodes, size)
+        parent = open_nodes[-1]
+        parent[1] += nodes
+        parent[2] += size
+    if open_nodes[0][1] > MAX_NODES:
+        raise YamlLoadError(f"document of more than {MAX_NODES:,} nodes is too large for a config")
+
+
 def parse_yaml(text: str) -> tuple[Any, Locator]:
-    """Parse YAML text into (data, locator)."""
+    """Parse YAML text into (data, locator); YamlLoadError for bad YAML or a document past the bounds."""
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_bounds(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None

@@ -31,6 +31,7 @@ import orjson
 from bridge.cli import add_config_argument
 from bridge.models import Mapped, RecordMeta
 from bridge.settings import config_path, load_settings
+from bridge.topics import topic_name_problem
 
 if TYPE_CHECKING:
     from bridge.rules import RuleSet
@@ -66,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     topic = args.topic or (settings.kafka.topics[0] if settings.kafka.topics else None)
     if topic is None:
         print("error: --topic is required when kafka uses topic_pattern", file=sys.stderr)
+        return 2
+    problem = topic_name_problem(topic)
+    if problem:
+        print(f"error: --topic: {problem}", file=sys.stderr)
         return 2
     headers = []
     for item in args.header:

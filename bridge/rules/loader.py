@@ -19,6 +19,7 @@ from bridge.rules.evaluators import Compiler
 from bridge.rules.ruleset import RuleSet
 from bridge.rules.schema import Rule, compile_rule_list, duplicate_ids
 from bridge.settings import RulesSettings, Settings
+from bridge.topics import consumed_by
 from bridge.yamlsrc import Locator, PathKey, YamlLoadError, load_yaml
 
 
@@ -128,14 +129,13 @@ def _is_rule_file(data: Any, file: str, locator: Locator, issues: list[ConfigIss
 
 def _unconsumed_topics(settings: Settings, rules: list[Rule]) -> list[ConfigIssue]:
     """A rule that names a topic the bridge does not consume would never fire: almost surely a typo."""
-    consumed = set(settings.kafka.topics)
-    pattern = re.compile(settings.kafka.topic_pattern) if settings.kafka.topic_pattern else None
+    k = settings.kafka
     issues = []
     for rule in rules:
         for topic in rule.topics:
-            if topic in consumed or (pattern is not None and pattern.fullmatch(topic)):
+            if consumed_by(topic, k.topics, k.topic_pattern) is not None:
                 continue
-            listed = ", ".join(sorted(consumed)) or f"pattern {settings.kafka.topic_pattern}"
+            listed = ", ".join(sorted(k.topics)) or f"pattern {k.topic_pattern}"
             message = f"rule {rule.id}: topic {topic!r} is not consumed (kafka.topics: {listed})"
             issues.append(ConfigIssue(rule.file, f"{rule.path}.topics", message, rule.line))
     return issues

@@ -1,8 +1,10 @@
 """The rule engine: apply every matching rule to one event, producing messages or mapping failures.
 
-`RuleSet.map` never raises. The context expressions see is `{"event", "item", "kafka", "headers"}`; rules are
-applied in order; within one rule's fan-out a recipient (phone number, or the whole message when there is
-none) gets one message. Problems are `MappingFailure(rule, field, reason)` values.
+`RuleSet.map` never raises: whatever goes wrong with one record (a RecursionError on a freak event, a
+MemoryError, a bug of ours) becomes a MappingFailure of that record, dead-lettered, never a crash. The
+context expressions see is `{"event", "item", "kafka", "headers"}`; rules are applied in order; within one
+rule's fan-out a recipient (phone number, or the whole message when there is none) gets one message.
+Problems are `MappingFailure(rule, field, reason)` values.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ _KEY, _TIME, _EVENT_TYPE, _MOBILE = (
     SLOTS[f] for f in ("msg_key", "event_time_millis", "event_type", "mobile_receiver")
 )
 _MAX_TOPIC_CACHE = 4096
+# The rule named by a failure that happened before any rule was looked at (never a rule id: ids are snake_case).
+ANY_RULE = "*"
 
 
 class RuleSet:
@@ -95,6 +99,12 @@ class RuleSet:
         `items`). `empty_fanout`: matched rules whose `for_each` gave no element. `missing`: (rule, field) of
         messages made with a whole-`{{ expr }}` field that resolved to missing.
         """
+        try:
+            return self._map(event, meta)
+        except Exception as exc:  # outside any one rule (the rules' own failures are caught per rule)
+            return MapResult((MappingFailure(ANY_RULE, "$", _internal(exc)),))
+
+    def _map(self, event: Any, meta: RecordMeta) -> MapResult:
         plan = self._plans.get(meta.topic) or self._plan(meta.topic)
         ctx = self.context(event, meta)
         rules = plan.candidates(ctx)
@@ -125,7 +135,7 @@ class RuleSet:
             except Exception as exc:  # a bug of ours must not stop the other rules
                 if rule.id not in matched:
                     matched.append(rule.id)
-                items.append(MappingFailure(rule.id, "$", f"internal error: {type(exc).__name__}: {exc}"))
+                items.append(MappingFailure(rule.id, "$", _internal(exc)))
                 ctx["item"] = None
         if not matched:
             return _NO_RESULT
@@ -278,6 +288,11 @@ def _guard_reader(
         results.append(f"({local} if {local}.__class__ is str and {local} in {texts} else None)")
     read, _source = build(w, "ctx", [f"    return ({', '.join(results)},)"], "guards")
     return read
+
+
+def _internal(exc: BaseException) -> str:
+    """The reason of a failure that is not the rule's (RecursionError, MemoryError, a bug), one line, bounded."""
+    return f"internal error: {type(exc).__name__}: {describe_exception(exc).removeprefix('expression failed: ')}"
 
 
 def _recipient(message: MobileReceiverMessageEvent) -> Any:

@@ -14,14 +14,27 @@ from typing import Any
 from bridge.errors import ConfigIssue
 from bridge.rules.evaluators import Compiler
 from bridge.rules.fields import CompiledMessage, compile_message, root_problems
-from bridge.rules.jmes import Evaluator, Expression, ExpressionError, Guard, without_leftmost
+from bridge.rules.jmes import (
+    MAX_CONSTANT_BYTES,
+    Evaluator,
+    Expression,
+    ExpressionError,
+    Guard,
+    parse,
+    size_bound,
+    without_leftmost,
+)
 from bridge.rules.pygen import compile_predicate
-from bridge.rules.template import Render, TemplateError, parse_template
+from bridge.rules.template import Render, TemplateError, parse_template, split_template
+from bridge.topics import topic_name_problem
 from bridge.yamlsrc import Locator, PathKey, dotted
 
 Predicate = Callable[[Any], bool]
 RULE_KEYS = frozenset({"id", "description", "topics", "when", "for_each", "idempotency_key", "message"})
 ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# All the expressions of one message together (each is bounded by `bridge.rules.jmes`).
+MAX_MESSAGE_GROWTH = 256
+MAX_MESSAGE_CONSTANT_BYTES = 16 * MAX_CONSTANT_BYTES
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -73,9 +86,14 @@ def compile_rule_list(
     rules: list[Rule] = []
     issues: list[ConfigIssue] = []
     for index, entry in enumerate(raw):
-        rule, found = compile_rule(
-            entry, compiler=compiler, phone=phone, file=file, locator=locator, path=(*path_prefix, index)
-        )
+        path = (*path_prefix, index)
+        try:
+            rule, found = compile_rule(entry, compiler=compiler, phone=phone, file=file, locator=locator, path=path)
+        except Exception as exc:  # a bug of ours must still name the rule, not end in a traceback
+            rule_id = entry.get("id") if isinstance(entry, dict) else None
+            label = f"rule {rule_id}" if isinstance(rule_id, str) else f"rule #{index}"
+            reason = f"{label}: cannot be compiled ({type(exc).__name__}: {str(exc)[:200]})"
+            rule, found = None, [ConfigIssue(file, dotted(path), reason, locator.line(path))]
         issues.extend(found)
         if rule is not None:
             rules.append(rule)
@@ -121,6 +139,9 @@ def compile_rule(
             out.add(("message", *sub), reason)
     if out.found or message is None:
         return None, out.found
+    _check_message_size(raw_message, entry.get("idempotency_key"), out)
+    if out.found:
+        return None, out.found
     roots: set[str] = set(message.roots)
     for part in (when, for_each):
         if part is not None:
@@ -145,6 +166,44 @@ def compile_rule(
     ), []
 
 
+def _check_message_size(raw_message: Any, idempotency_key: Any, out: _Issues) -> None:
+    """A message is as large as all its expressions together: bound the sum, not only each one (a
+    json_data of ten thousand `{{ event }}` leaves, cheap to write with YAML aliases, is each time the event)."""
+    growth, constant = 0, 0
+    for text in _template_texts([raw_message, idempotency_key]):
+        for piece in split_template(text):
+            if isinstance(piece, tuple):
+                a, b = size_bound(parse(piece[0]))
+                growth, constant = growth + a, constant + b
+    if growth > MAX_MESSAGE_GROWTH:
+        out.add(
+            ("message",),
+            f"the message's expressions together could be up to {growth:,}× the size of the event"
+            f" (at most {MAX_MESSAGE_GROWTH}×): fewer fields copying the event, please",
+        )
+    if constant > MAX_MESSAGE_CONSTANT_BYTES:
+        out.add(
+            ("message",),
+            f"the message's expressions together could hold {constant:,} bytes of literals"
+            f" (at most {MAX_MESSAGE_CONSTANT_BYTES:,})",
+        )
+
+
+def _template_texts(value: Any) -> list[str]:
+    """Every text inside nested lists and mappings (iteratively: YAML depth is bounded, but be plain)."""
+    texts: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return texts
+
+
 def _check(when: Expression | None, compiler: Compiler, rule_id: str) -> Predicate | None:
     if when is None:
         return None
@@ -163,6 +222,10 @@ def _topics(value: Any, given: bool, out: _Issues) -> tuple[str, ...]:
         return ()
     if not value:
         out.add(("topics",), "is empty (leave topics out to match every topic)")
+    for index, name in enumerate(value):
+        problem = topic_name_problem(name)
+        if problem:
+            out.add(("topics", index), problem)
     return tuple(dict.fromkeys(value))
 
 
