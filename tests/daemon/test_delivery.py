@@ -39,6 +39,9 @@ async def test_happy_path_delivers_every_event_across_partitions_and_commits_to_
     assert m['bridge_messages_total{outcome="delivered",rule="note"}'] == 300
     assert m.get("bridge_dead_letters_total", 0) == 0
     assert proc.stop() == 0
+    # a normal start (new group, auto-created DLQ topic) logs no ERROR, from us or from aiokafka
+    errors = [line for line in proc.log_path.read_text().splitlines() if '"level":"error"' in line]
+    assert errors == []
 
 
 async def test_kill_9_mid_stream_then_restart_delivers_everything_duplicates_only_past_the_commit(
