@@ -122,6 +122,7 @@ class DeliveryEngine:
         self._dlq = dead_letters
         self._m = metrics
         rl = settings.rate_limit
+        self._own_limiter = limiter is None
         self.limiter: Limiter = limiter or GcraLimiter(rl.per_second, rl.burst, clock=clock)
         self._clock = clock
         self._wall_ms = wall_ms
@@ -210,6 +211,8 @@ class DeliveryEngine:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._own_limiter:
+            await self.limiter.stop()
         self._workers.clear()
         self._aux.clear()
         self._recovery_task = None
@@ -366,7 +369,7 @@ class DeliveryEngine:
             if self._discard_if_gone(job):
                 continue
             outcome = await self._call(job)
-            await self._handle(job, outcome)
+            self._handle(job, outcome)
 
     async def _wait_room(self) -> None:
         while self.in_flight >= self._cap and not self._stopping:
@@ -410,11 +413,14 @@ class DeliveryEngine:
         if not batch:
             return
         if len(batch) == 1:
-            outcomes = [await self._call(batch[0])]
-        else:
-            outcomes = await self._call_batch(batch)
+            self._handle(batch[0], await self._call(batch[0]))
+            return
+        outcomes = await self._call_batch(batch)
+        e2e: dict[str, list[float]] = {}  # delivered: latencies per rule, counted once per batch
         for job, outcome in zip(batch, outcomes, strict=True):
-            await self._handle(job, outcome)
+            self._handle(job, outcome, e2e)
+        for rule, seconds in e2e.items():
+            self._m.delivered_batch(rule, seconds)
 
     def _begin(self, job: Job, now_ms: int) -> None:
         if job.first_attempt_ms is None:
@@ -479,15 +485,19 @@ class DeliveryEngine:
                 job.record.part.in_flight -= 1
             self._end_calls(n)
         self._m.gateway_batch(n)
+        alike: dict[tuple[str, str, str, float], int] = {}  # one metrics update per kind of answer
         for job, outcome in zip(jobs, outcomes, strict=True):
             job.last_outcome = outcome
-            self._m.gateway_call(
-                outcome.verdict.value, outcome.code_label, outcome.sub_code_family, outcome.latency_seconds
-            )
+            key = (outcome.verdict.value, outcome.code_label, outcome.sub_code_family, outcome.latency_seconds)
+            alike[key] = alike.get(key, 0) + 1
+        for (verdict, code, family, seconds), count in alike.items():
+            self._m.gateway_calls(verdict, code, family, seconds, count)
         return outcomes
 
     # ----------------------------------------------------------------- outcomes
-    async def _handle(self, job: Job, outcome: Outcome) -> None:
+    def _handle(self, job: Job, outcome: Outcome, e2e: dict[str, list[float]] | None = None) -> None:
+        """Act on one call's outcome. A delivered message's metrics go to `e2e` (its rule's latencies, for
+        the caller to count once per batch) when given, else are counted here."""
         verdict = outcome.verdict
         breaker = self._breaker
         if breaker is not None and self._hold is None:
@@ -496,8 +506,14 @@ class DeliveryEngine:
                 self._open_circuit(trip, outcome)
         if verdict is Verdict.DELIVERED:
             self._release_key(job)
-            self._m.delivered_after(job.rule, (self._wall_ms() - job.record.meta.timestamp_ms) / 1000.0)
-            self._finish(job, "delivered")
+            seconds = (self._wall_ms() - job.record.meta.timestamp_ms) / 1000.0
+            if e2e is None:
+                self._m.delivered_after(job.rule, seconds)
+                self._finish(job, "delivered")
+            else:
+                e2e.setdefault(job.rule, []).append(seconds)
+                job.record.complete()
+                self._dec_unfinished()
             if self._cap < self.settings.max_in_flight:
                 self._cap = min(self.settings.max_in_flight, self._cap + 1)  # slow start: doubles per round trip
             if log.isEnabledFor(logging.DEBUG):
@@ -687,7 +703,7 @@ class DeliveryEngine:
             outcome = await self._call(job)
             hold = self.hold  # (a property: the await above may have changed it)
             if hold is None:  # defensive: released meanwhile
-                await self._handle(job, outcome)
+                self._handle(job, outcome)
                 return
             verdict = outcome.verdict
             if hold.kind == "systemic":  # only an answer on the message itself says the credentials pass
@@ -708,7 +724,7 @@ class DeliveryEngine:
                 )
                 continue
             self._release_hold()
-            await self._handle(job, outcome)
+            self._handle(job, outcome)
             return
 
     # ----------------------------------------------------------------- dead letters

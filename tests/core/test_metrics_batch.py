@@ -1,0 +1,54 @@
+"""Metrics counted once per batch must equal the same metrics counted per message."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
+
+from bridge.metrics import E2E_BUCKETS, Metrics, observe_many
+
+
+def samples(registry: CollectorRegistry) -> list[str]:
+    """The exposition without the `_created` timestamps (two registries never share those)."""
+    return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+
+def _histogram() -> tuple[CollectorRegistry, Histogram]:
+    registry = CollectorRegistry()
+    return registry, Histogram("h_seconds", "test", ["rule"], buckets=E2E_BUCKETS, registry=registry)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [0.3], [0.0, 0.005, 0.0051, 0.01, 1, 2.4, 2.5, 3599, 3600, 7200, -1.0], [0.02] * 7 + [math.nan]],
+    ids=["empty", "one", "edges", "repeats-and-nan"],
+)
+def test_observe_many_equals_one_observe_per_value(values: list[float]) -> None:
+    one_by_one, h1 = _histogram()
+    together, h2 = _histogram()
+    child = h1.labels("r")
+    for v in values:
+        child.observe(v)
+    observe_many(h2.labels("r"), values)
+    assert samples(together) == samples(one_by_one)
+
+
+def test_batch_metric_methods_equal_the_per_message_ones() -> None:
+    single, batched = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    latencies = [0.004, 0.2, 7.0]
+    for s in latencies:
+        single.delivered_after("r", s)
+        single.message_final("r", "delivered")
+        single.gateway_call("delivered", "0", "", 0.03)
+    batched.delivered_batch("r", latencies)
+    batched.gateway_calls("delivered", "0", "", 0.03, len(latencies))
+    assert samples(batched.registry) == samples(single.registry)
+
+
+def test_disabled_metrics_take_batches_too() -> None:
+    m = Metrics(enabled=False)
+    m.delivered_batch("r", [0.1, 0.2])
+    m.gateway_calls("delivered", "0", "", 0.01, 2)
