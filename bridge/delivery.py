@@ -362,7 +362,7 @@ class DeliveryEngine:
                 await self._run_batch(await self._gather(job))
                 continue
             waited = await self.limiter.acquire()
-            self._m.rate_limit_wait.observe(waited)
+            self._m.limiter_waited(waited)
             if self._hold is not None:
                 self._parked.append(job)  # held while we waited: keep until the hold is released
                 continue
@@ -405,7 +405,7 @@ class DeliveryEngine:
 
     async def _run_batch(self, batch: list[Job]) -> None:
         waited = await self.limiter.acquire(len(batch))
-        self._m.rate_limit_wait.observe(waited)
+        self._m.limiter_waited(waited)
         if self._hold is not None:
             self._parked.extend(batch)
             return

@@ -52,3 +52,19 @@ def test_disabled_metrics_take_batches_too() -> None:
     m = Metrics(enabled=False)
     m.delivered_batch("r", [0.1, 0.2])
     m.gateway_calls("delivered", "0", "", 0.01, 2)
+
+
+def test_buffered_hot_path_updates_are_all_visible_to_every_collection() -> None:
+    m = Metrics(CollectorRegistry())
+    for i in range(300):  # more than one flush's worth of observations, and a remainder
+        m.delivered_after("r", i / 1000)
+        m.message_final("r", "delivered")
+        m.limiter_waited(0.0)
+    value = m.registry.get_sample_value
+    assert value("bridge_event_to_delivery_seconds_count", {"rule": "r"}) == 300
+    expected_sum = sum(i / 1000 for i in range(300))
+    assert value("bridge_event_to_delivery_seconds_sum", {"rule": "r"}) == pytest.approx(expected_sum)
+    assert value("bridge_messages_total", {"rule": "r", "outcome": "delivered"}) == 300
+    assert value("bridge_rate_limit_wait_seconds_count") == 300
+    m.message_final("r", "delivered")
+    assert b'bridge_messages_total{outcome="delivered",rule="r"} 301.0' in generate_latest(m.registry)
