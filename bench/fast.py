@@ -104,7 +104,7 @@ pipeline:
           "msg_key": uuid_v4(),
           "event_time_millis": metadata("kafka_timestamp_ms").number(),
           "json_data": {{"id": $ev.id, "seq": $ev.seq.string(), "title": $ev.title,
-                        "p": metadata("kafka_partition"), "o": metadata("kafka_offset")}}.format_json(no_indent: true),
+                        "p": metadata("kafka_partition"), "o": metadata("kafka_offset")}}.format_json(no_indent: true).string(),
           "event_type": "mobile_receiver",
           "source": "campus-bench",
           "action": "note",
@@ -112,7 +112,7 @@ pipeline:
           "resource_url": "https://campus.example/notes/" + $ev.id,
           "mobile_receiver": $ev.to
         }}
-        let event = $msg.format_json(no_indent: true)
+        let event = $msg.format_json(no_indent: true).string()
         let params = {{
           "app_key": "{app_key}", "format": "json", "method": "alibaba.campus.mc.message.sendmessagetomobile",
           "sign_method": "hmac-sha256", "v": "2.0",
