@@ -100,11 +100,12 @@ pipeline:
   processors:
     - mapping: |
         let ev = content().parse_json()
+        let data = {{"id": $ev.id, "seq": $ev.seq.string(), "title": $ev.title,
+                    "p": metadata("kafka_partition"), "o": metadata("kafka_offset")}}
         let msg = {{
           "msg_key": uuid_v4(),
           "event_time_millis": metadata("kafka_timestamp_ms").number(),
-          "json_data": {{"id": $ev.id, "seq": $ev.seq.string(), "title": $ev.title,
-                        "p": metadata("kafka_partition"), "o": metadata("kafka_offset")}}.format_json(no_indent: true).string(),
+          "json_data": $data.format_json(no_indent: true).string(),
           "event_type": "mobile_receiver",
           "source": "campus-bench",
           "action": "note",

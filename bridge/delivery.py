@@ -415,12 +415,8 @@ class DeliveryEngine:
         if len(batch) == 1:
             self._handle(batch[0], await self._call(batch[0]))
             return
-        outcomes = await self._call_batch(batch)
-        e2e: dict[str, list[float]] = {}  # delivered: latencies per rule, counted once per batch
-        for job, outcome in zip(batch, outcomes, strict=True):
-            self._handle(job, outcome, e2e)
-        for rule, seconds in e2e.items():
-            self._m.delivered_batch(rule, seconds)
+        for job, outcome in zip(batch, await self._call_batch(batch), strict=True):
+            self._handle(job, outcome)
 
     def _begin(self, job: Job, now_ms: int) -> None:
         if job.first_attempt_ms is None:
@@ -485,19 +481,16 @@ class DeliveryEngine:
                 job.record.part.in_flight -= 1
             self._end_calls(n)
         self._m.gateway_batch(n)
-        alike: dict[tuple[str, str, str, float], int] = {}  # one metrics update per kind of answer
         for job, outcome in zip(jobs, outcomes, strict=True):
             job.last_outcome = outcome
-            key = (outcome.verdict.value, outcome.code_label, outcome.sub_code_family, outcome.latency_seconds)
-            alike[key] = alike.get(key, 0) + 1
-        for (verdict, code, family, seconds), count in alike.items():
-            self._m.gateway_calls(verdict, code, family, seconds, count)
+            self._m.gateway_call(
+                outcome.verdict.value, outcome.code_label, outcome.sub_code_family, outcome.latency_seconds
+            )
         return outcomes
 
     # ----------------------------------------------------------------- outcomes
-    def _handle(self, job: Job, outcome: Outcome, e2e: dict[str, list[float]] | None = None) -> None:
-        """Act on one call's outcome. A delivered message's metrics go to `e2e` (its rule's latencies, for
-        the caller to count once per batch) when given, else are counted here."""
+    def _handle(self, job: Job, outcome: Outcome) -> None:
+        """Act on one call's outcome (synchronously: nothing here waits)."""
         verdict = outcome.verdict
         breaker = self._breaker
         if breaker is not None and self._hold is None:
@@ -506,14 +499,8 @@ class DeliveryEngine:
                 self._open_circuit(trip, outcome)
         if verdict is Verdict.DELIVERED:
             self._release_key(job)
-            seconds = (self._wall_ms() - job.record.meta.timestamp_ms) / 1000.0
-            if e2e is None:
-                self._m.delivered_after(job.rule, seconds)
-                self._finish(job, "delivered")
-            else:
-                e2e.setdefault(job.rule, []).append(seconds)
-                job.record.complete()
-                self._dec_unfinished()
+            self._m.delivered_after(job.rule, (self._wall_ms() - job.record.meta.timestamp_ms) / 1000.0)
+            self._finish(job, "delivered")
             if self._cap < self.settings.max_in_flight:
                 self._cap = min(self.settings.max_in_flight, self._cap + 1)  # slow start: doubles per round trip
             if log.isEnabledFor(logging.DEBUG):

@@ -324,12 +324,6 @@ class Metrics:
         calls.inc()
         durations.observe(seconds)
 
-    def gateway_calls(self, verdict: str, code: str, sub_family: str, seconds: float, n: int) -> None:
-        """`n` gateway calls finished alike: the messages of one batch request with the same answer class."""
-        calls, durations = self._gateway_children(verdict, code, sub_family)
-        calls.inc(n)
-        durations.observe_all((seconds,) * n)
-
     def _gateway_children(self, verdict: str, code: str, sub_family: str) -> tuple[_Tally, _Samples]:
         key = (verdict, code, sub_family)
         calls = self._gw_children.get(key)
@@ -360,12 +354,6 @@ class Metrics:
     def delivered_after(self, rule: str, seconds: float) -> None:
         """Event-to-delivery latency of one delivered message."""
         self._e2e(rule).observe(max(0.0, seconds))
-
-    def delivered_batch(self, rule: str, seconds: Sequence[float]) -> None:
-        """Messages of `rule` delivered by one batch request: their event-to-delivery latencies, and as many
-        `messages_total{outcome="delivered"}` (the same figures as per-message calls)."""
-        self._e2e(rule).observe_all([max(0.0, s) for s in seconds])
-        self._final(rule, "delivered").inc(len(seconds))
 
     def _e2e(self, rule: str) -> _Samples:
         child = self._e2e_children.get(rule)
@@ -461,12 +449,6 @@ class _Samples:
         pending = self.pending
         pending.append(value)
         if len(pending) >= FLUSH_AT:
-            self.flush()
-
-    def observe_all(self, values: Sequence[float]) -> None:
-        """Observe each of `values`."""
-        self.pending.extend(values)
-        if len(self.pending) >= FLUSH_AT:
             self.flush()
 
     def flush(self) -> None:
