@@ -507,8 +507,21 @@ class World:
         return self.stack.write_config(name, data)
 
     def start_bridge(self, config: Path, name: str = "bridge") -> BridgeProc:
-        """Start `python -m bridge run -c config` (not waiting for readiness)."""
-        proc = self.stack.start_bridge(config, name=name)
+        """Start `python -m bridge run -c config` (not waiting for readiness).
+
+        With BENCH_BRIDGE_TREE=<dir> the bridge package of that directory runs instead of this tree's (e.g. an
+        export of another commit: `git archive <rev> | tar -x -C <dir>`), with this tree's bench around it.
+        """
+        tree = os.environ.get("BENCH_BRIDGE_TREE")
+        if not tree:
+            proc = self.stack.start_bridge(config, name=name)
+        else:
+            port = free_port()
+            launch = f"import sys; sys.path.insert(0, {tree!r}); from bridge.cli import main; sys.exit(main())"
+            argv = [sys.executable, "-c", launch, "run", "-c", str(config)]
+            base = self.stack.spawn(name, argv, {"BRIDGE_METRICS_LISTEN": f"127.0.0.1:{port}"})
+            proc = BridgeProc(base.name, base.popen, base.log_path, metrics_port=port, config_path=config)
+            self.stack.procs[-1] = proc
         self.bridges.append(proc)
         return proc
 

@@ -146,6 +146,8 @@ class DeliveryEngine:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._drained = asyncio.Event()  # set when unfinished fell to _drain_mark (wait_drained_to)
+        self._drain_mark = -1
         # slow start after a hold: calls in flight may not exceed the cap; it doubles per round trip
         self._cap = settings.max_in_flight
         self._room = asyncio.Event()
@@ -272,6 +274,21 @@ class DeliveryEngine:
             return False
         return True
 
+    async def wait_drained_to(self, n: int, timeout: float) -> bool:
+        """Wait until at most `n` jobs and dead letters are unfinished; False on timeout (back-pressure for
+        sources that would rather not fetch than pause their partitions)."""
+        if self.unfinished <= n:
+            return True
+        self._drain_mark = n
+        self._drained.clear()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._drain_mark = -1
+        return True
+
     async def wait_partitions_quiet(self, parts: list[PartitionState], timeout: float) -> bool:
         """Wait until no call for these partitions is in flight (on revoke); False on timeout."""
         deadline = self._clock() + timeout
@@ -290,6 +307,8 @@ class DeliveryEngine:
         self.unfinished -= 1
         if self.unfinished == 0:
             self._idle.set()
+        if self.unfinished == self._drain_mark:
+            self._drained.set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
