@@ -512,16 +512,33 @@ func (s *server) refused(w http.ResponseWriter, r *refusal) {
 	writeJSON(w, s.errorBody(r))
 }
 
-func (s *server) rest(w http.ResponseWriter, req *http.Request) {
-	if req.Method != http.MethodPost && req.Method != http.MethodGet {
+// begin reads a gateway request's body, counts it and applies the transport knobs; ok is false when the
+// request was answered already (wrong method, dropped).
+func (s *server) begin(w http.ResponseWriter, req *http.Request, allowGet bool) (raw []byte, ok bool) {
+	if req.Method != http.MethodPost && !(allowGet && req.Method == http.MethodGet) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
+		return nil, false
 	}
-	raw, _ := io.ReadAll(req.Body)
+	raw, _ = io.ReadAll(req.Body)
 	s.mu.Lock()
 	s.st.TotalRequests++
 	s.mu.Unlock()
-	if s.transportFault(w) {
+	return raw, !s.transportFault(w)
+}
+
+func (s *server) banned(w http.ResponseWriter, calls int) bool {
+	s.mu.Lock()
+	ban := s.admitLocked(calls)
+	s.mu.Unlock()
+	if ban > 0 {
+		s.refused(w, refuse(7, appLimitSub, fmt.Sprintf("This ban will last for %d more seconds", ban)))
+	}
+	return ban > 0
+}
+
+func (s *server) rest(w http.ResponseWriter, req *http.Request) {
+	raw, ok := s.begin(w, req, true)
+	if !ok {
 		return
 	}
 	query, _ := url.ParseQuery(req.URL.RawQuery)
@@ -546,11 +563,7 @@ func (s *server) rest(w http.ResponseWriter, req *http.Request) {
 		s.refused(w, r)
 		return
 	}
-	s.mu.Lock()
-	ban := s.admitLocked(1)
-	s.mu.Unlock()
-	if ban > 0 {
-		s.refused(w, refuse(7, appLimitSub, fmt.Sprintf("This ban will last for %d more seconds", ban)))
+	if s.banned(w, 1) {
 		return
 	}
 	simplify := params["simplify"] == "true"
@@ -572,15 +585,8 @@ func (s *server) rest(w http.ResponseWriter, req *http.Request) {
 }
 
 func (s *server) batch(w http.ResponseWriter, req *http.Request) {
-	if req.Method != http.MethodPost {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	raw, _ := io.ReadAll(req.Body)
-	s.mu.Lock()
-	s.st.TotalRequests++
-	s.mu.Unlock()
-	if s.transportFault(w) {
+	raw, ok := s.begin(w, req, false)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -613,10 +619,8 @@ func (s *server) batch(w http.ResponseWriter, req *http.Request) {
 	}
 	s.mu.Lock()
 	s.st.BatchMessages += len(parts)
-	ban := s.admitLocked(len(parts))
 	s.mu.Unlock()
-	if ban > 0 {
-		s.refused(w, refuse(7, appLimitSub, fmt.Sprintf("This ban will last for %d more seconds", ban)))
+	if s.banned(w, len(parts)) {
 		return
 	}
 	simplify := params["simplify"] == "true"

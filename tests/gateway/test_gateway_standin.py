@@ -124,3 +124,21 @@ async def test_the_latency_knob_delays_answers_and_unknown_knobs_are_refused(sta
     status, error = control(standin, "/_sim/faults", {"hang_rate": 0.5})
     assert status == 400
     assert "unknown fault knob" in str(error)
+
+
+async def test_the_throttle_bans_the_app_and_drop_rate_closes_connections(standin: str) -> None:
+    assert control(standin, "/_sim/faults", {"qps": 2, "ban_seconds": 5})[0] == 200
+    async with TopClient(gateway_settings(f"{standin}/router/rest")) as client:
+        passed = [await client.send(message()) for _ in range(2)]
+        banned = await client.send(message())
+        batch = await client.send_batch([message(), message(mobile_receiver="13800000001")])
+        assert [o.verdict for o in passed] == [Verdict.DELIVERED] * 2
+        assert (banned.verdict, banned.code, banned.ban_seconds) == (Verdict.THROTTLED, 7, 5.0)
+        assert [(o.verdict, o.code) for o in batch] == [(Verdict.THROTTLED, 7)] * 2  # a ban refuses a batch whole
+        assert control(standin, "/_sim/faults", {"qps": 0, "drop_rate": 1.0})[0] == 200
+        dropped = await client.send(message())
+    assert dropped.verdict is Verdict.RETRYABLE
+    assert dropped.is_transport_failure
+    _, stats = control(standin, "/_sim/stats")
+    assert isinstance(stats, dict)
+    assert (stats["bans"], stats["calls_during_ban"], stats["dropped"], stats["accepted"]) == (1, 2, 1, 2)
