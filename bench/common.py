@@ -98,14 +98,14 @@ def go_build(src: Path, name: str) -> Path:
         raise RuntimeError(f"building {src} needs the Go toolchain (`go` on PATH)")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     log(f"building {src.relative_to(ROOT)} -> {binary.relative_to(ROOT)}")
-    tmp = binary.with_suffix(".tmp")
+    tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")  # two builds at once must not collide
     done = subprocess.run(
         [go, "build", "-trimpath", "-buildvcs=false", "-o", str(tmp), "."],
         cwd=src, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"go build in {src} failed:\n{done.stderr[-3000:]}")
-    tmp.rename(binary)
+    tmp.replace(binary)
     return binary
 
 

@@ -13,7 +13,7 @@ Scenarios (docs/benchmarks.md explains each):
   peers                         a naive script and Benthos next to the bridge, same job, same stand-in
   scale_out                     2. two bridges in one consumer group
   latency                       3. event-to-delivery at 50 % of (1)'s throughput
-  rate                          4. 200/s and 1,000/s held for 60 s each
+  rate                          4. 200/s, 1,000/s and 5,000/s held for 60 s each (stand-in)
   memory                        5. 1M-event backlog, 100 ms gateway latency, RSS over 90 s
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off

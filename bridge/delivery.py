@@ -276,7 +276,8 @@ class DeliveryEngine:
 
     async def wait_drained_to(self, n: int, timeout: float) -> bool:
         """Wait until at most `n` jobs and dead letters are unfinished; False on timeout (back-pressure for
-        sources that would rather not fetch than pause their partitions)."""
+        sources that would rather not fetch than pause their partitions). One mark at a time: a second caller
+        replaces the first's, which then returns at the second's mark or at its timeout."""
         if self.unfinished <= n:
             return True
         self._drain_mark = n
