@@ -21,7 +21,8 @@
 //     seconds), GET|POST /_sim/faults (the knobs above only), POST /_sim/reset.
 //
 // Usage: standin --listen 127.0.0.1:PORT --app-key K --app-secret S [--latency-ms N] [--latency-jitter-ms N]
-// [--qps N] [--ban-seconds S] [--drop-rate R]. It prints `listening http://HOST:PORT/router/rest` once ready.
+// [--qps N] [--ban-seconds S] [--drop-rate R] [--cpuprofile FILE]. It prints `listening http://HOST:PORT/router/rest`
+// once ready.
 package main
 
 import (
