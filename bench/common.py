@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -18,6 +19,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -28,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -43,6 +45,10 @@ APP_SECRET = "bench-secret"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The simulator runs with its cyclic GC off (bench/simproc.py) unless BENCH_SIM_GC=1.
 SIM_GC = os.environ.get("BENCH_SIM_GC", "") not in ("", "0")
+# The fast Go stand-in for the gateway (bench/standin/main.go), built on first use into this git-ignored cache.
+STANDIN_SRC = ROOT / "bench" / "standin"
+CACHE_DIR = ROOT / ".cache" / "bench"
+Gateway = Literal["sim", "standin"]
 RECIPIENTS = 10_000  # distinct phone numbers the events cycle through (per-recipient ordering stays parallel)
 
 # The benchmark's rule: one message per event, to `event.to`, like the daemon tests' NOTE_RULE. It renders
@@ -75,6 +81,37 @@ def event_bytes(i: int) -> bytes:
     return orjson.dumps(
         {"kind": "note", "id": f"n{i}", "seq": i, "to": f"138{i % RECIPIENTS:08d}", "title": _TITLE, "v": 1}
     )
+
+
+def go_build(src: Path, name: str) -> Path:
+    """`go build` the Go program in `src` into CACHE_DIR, named by a hash of its sources (so it is rebuilt
+    when they change); its path. The stand-in needs only the standard library, so it builds offline."""
+    digest = hashlib.sha256()
+    for f in sorted(src.rglob("*")):
+        if f.is_file() and (f.suffix == ".go" or f.name in ("go.mod", "go.sum")):
+            digest.update(f.relative_to(src).as_posix().encode() + b"\0" + f.read_bytes())
+    binary = CACHE_DIR / f"{name}-{digest.hexdigest()[:12]}"
+    if binary.exists():
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError(f"building {src} needs the Go toolchain (`go` on PATH)")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    log(f"building {src.relative_to(ROOT)} -> {binary.relative_to(ROOT)}")
+    tmp = binary.with_name(f"{binary.name}.{os.getpid()}.tmp")  # two builds at once must not collide
+    done = subprocess.run(
+        [go, "build", "-trimpath", "-buildvcs=false", "-o", str(tmp), "."],
+        cwd=src, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"go build in {src} failed:\n{done.stderr[-3000:]}")
+    tmp.replace(binary)
+    return binary
+
+
+def standin_binary() -> Path:
+    """The stand-in gateway's binary (built if its source changed)."""
+    return go_build(STANDIN_SRC, "standin")
 
 
 # ---------------------------------------------------------------------------------------------- /proc
@@ -360,9 +397,16 @@ class World:
     """One scenario run: its processes (simulator, bridges), topic, group and DLQ topic; `close()` stops all."""
 
     def __init__(
-        self, name: str, *, partitions: int = 4, sim_args: Sequence[str] = (), sim_gc: bool | None = None
+        self,
+        name: str,
+        *,
+        partitions: int = 4,
+        sim_args: Sequence[str] = (),
+        sim_gc: bool | None = None,
+        gateway: Gateway = "sim",
     ) -> None:
         self.name = name
+        self.gateway = gateway
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
         self.stack = LocalStack(self.workdir)
         self.bridges: list[BridgeProc] = []
@@ -374,7 +418,7 @@ class World:
         try:
             self.bootstrap = self.stack.start_broker()  # the shared broker (exported by `broker()`)
             asyncio.run(_create_topic(self.bootstrap, self.topic, partitions))
-            self.sim_url = self._start_sim(list(sim_args), SIM_GC if sim_gc is None else sim_gc)
+            self.sim_url = self._start_sim(list(sim_args), SIM_GC if sim_gc is None else sim_gc, gateway)
         except BaseException:
             self.stack.close()
             raise
@@ -382,13 +426,15 @@ class World:
         assert self.stack.sim is not None
         self.sim_pid = self.stack.sim.popen.pid
 
-    def _start_sim(self, extra: list[str], gc_on: bool, timeout: float = 30.0) -> str:
-        """`python -m bench.simproc` (the simulator, GC off unless `gc_on`) on a free port; its URL."""
+    def _start_sim(self, extra: list[str], gc_on: bool, gateway: Gateway = "sim", timeout: float = 30.0) -> str:
+        """The gateway on a free port; its URL. `sim`: `python -m bench.simproc` (the project's simulator, GC off
+        unless `gc_on`); `standin`: the Go stand-in (bench/standin), same control API, far less CPU."""
         port = free_port()
-        argv = [
-            sys.executable, "-m", "bench.simproc", *(["--gc"] if gc_on else []),
-            "--listen", f"127.0.0.1:{port}", "--app-key", APP_KEY, "--app-secret", APP_SECRET, *extra,
-        ]  # fmt: skip
+        common = ["--listen", f"127.0.0.1:{port}", "--app-key", APP_KEY, "--app-secret", APP_SECRET, *extra]
+        if gateway == "standin":
+            argv = [str(standin_binary()), *common]
+        else:
+            argv = [sys.executable, "-m", "bench.simproc", *(["--gc"] if gc_on else []), *common]
         proc = self.stack.spawn("gateway-sim", argv, env={"PYTHONPATH": str(ROOT)})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -429,6 +475,7 @@ class World:
         kafka: dict[str, Any] | None = None,
         shared: dict[str, Any] | None = None,
         delivery: dict[str, Any] | None = None,
+        gateway: dict[str, Any] | None = None,
     ) -> Path:
         """A bridge config for this world: the bench rule, unlimited rate unless `rate`, WARNING logs.
 
@@ -452,6 +499,7 @@ class World:
                 "sign_method": "hmac-sha256",
                 "timeout_seconds": 10,
                 "max_connections": max_connections or max_in_flight,
+                **(gateway or {}),
             },
             "delivery": {
                 "max_in_flight": max_in_flight,
@@ -468,8 +516,21 @@ class World:
         return self.stack.write_config(name, data)
 
     def start_bridge(self, config: Path, name: str = "bridge") -> BridgeProc:
-        """Start `python -m bridge run -c config` (not waiting for readiness)."""
-        proc = self.stack.start_bridge(config, name=name)
+        """Start `python -m bridge run -c config` (not waiting for readiness).
+
+        With BENCH_BRIDGE_TREE=<dir> the bridge package of that directory runs instead of this tree's (e.g. an
+        export of another commit: `git archive <rev> | tar -x -C <dir>`), with this tree's bench around it.
+        """
+        tree = os.environ.get("BENCH_BRIDGE_TREE")
+        if not tree:
+            proc = self.stack.start_bridge(config, name=name)
+        else:
+            port = free_port()
+            launch = f"import sys; sys.path.insert(0, {tree!r}); from bridge.cli import main; sys.exit(main())"
+            argv = [sys.executable, "-c", launch, "run", "-c", str(config)]
+            base = self.stack.spawn(name, argv, {"BRIDGE_METRICS_LISTEN": f"127.0.0.1:{port}"})
+            proc = BridgeProc(base.name, base.popen, base.log_path, metrics_port=port, config_path=config)
+            self.stack.procs[-1] = proc
         self.bridges.append(proc)
         return proc
 

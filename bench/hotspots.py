@@ -1,7 +1,8 @@
 """Profile the bridge at full load with py-spy: where its CPU goes, by function (self and inclusive %).
 
-Runs the throughput set-up (one bridge, zero-latency simulator, a backlog large enough to keep it busy) and
-attaches `py-spy record --format raw` to the bridge for a fixed time once deliveries flow. The collapsed
+Runs the fast_single set-up (one bridge, the fast Go stand-in for the gateway, a backlog large enough to keep
+it busy; `BENCH_PROFILE_BATCH=20` profiles batches of 20 instead, `BENCH_PROFILE_GATEWAY=sim` the Python
+simulator) and attaches `py-spy record --format raw` to the bridge for a fixed time once deliveries flow. The collapsed
 stacks are folded per function (file:function, line numbers dropped):
 
 - self %: share of CPU samples whose innermost frame is that function (where the time is actually spent);
@@ -15,6 +16,7 @@ Only samples of a thread on the CPU are counted (py-spy's default without --idle
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -25,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.common import ScenarioResult, World, log, produce_backlog
+from bench.common import ROOT, ScenarioResult, World, log, produce_backlog
 
 EVENTS = 150_000
 QUICK_EVENTS = 30_000
@@ -41,7 +43,7 @@ def py_spy() -> str | None:
 
 
 def _short(file: str) -> str:
-    for marker in ("site-packages/", "/lib/python3", "/work/main/"):
+    for marker in ("site-packages/", "/lib/python3", f"{ROOT}/"):
         if marker in file:
             file = file.split(marker, 1)[1]
     return file
@@ -97,9 +99,12 @@ def profile_bridge(events: int, seconds: int, out_prefix: Path) -> dict[str, Any
     exe = py_spy()
     if exe is None:
         raise RuntimeError("py-spy not installed (.venv/bin/pip install py-spy)")
-    with World("profile") as world:
+    gateway = "sim" if os.environ.get("BENCH_PROFILE_GATEWAY") == "sim" else "standin"
+    batch = int(os.environ.get("BENCH_PROFILE_BATCH", "1"))
+    with World("profile", gateway=gateway) as world:
         produce_backlog(world.bootstrap, world.topic, world.partitions, events)
-        bridge = world.start_bridge(world.config())
+        extra = {"batch": {"max_messages": batch}} if batch > 1 else {}
+        bridge = world.start_bridge(world.config(gateway=extra))
         deadline = time.monotonic() + 90
         while int(world.sim_stats()["accepted"]) < 2000:
             world.check_alive()
@@ -138,6 +143,8 @@ def profile_bridge(events: int, seconds: int, out_prefix: Path) -> dict[str, Any
     for name, count in self_c.items():
         by_package[package(name)] += count
     return {
+        "gateway": gateway,
+        "batch_max_messages": batch,
         "self_by_component": top(by_package, 25),
         "events_delivered_while_recording": delivered,
         "seconds": seconds,

@@ -8,9 +8,12 @@ full run, `bench/results/partial.json.tmp` (git-ignored) for `--only` / `--quick
 Scenarios (docs/benchmarks.md explains each):
   mapping, gateway_sim          the component micro-benchmarks (bench/bench_mapping.py, bench_gateway_sim.py)
   throughput                    1. one bridge, 200k-event backlog, no rate limit, zero-latency simulator
+  fast_single, fast_batch       1b. one bridge against the fast Go stand-in: single calls / batches of 20
+  slow_gateway                  CPU per event at 30 ms gateway latency vs 0 ms (stand-in)
+  peers                         a naive script and Benthos next to the bridge, same job, same stand-in
   scale_out                     2. two bridges in one consumer group
   latency                       3. event-to-delivery at 50 % of (1)'s throughput
-  rate                          4. 200/s and 1,000/s held for 60 s each
+  rate                          4. 200/s, 1,000/s and 5,000/s held for 60 s each (stand-in)
   memory                        5. 1M-event backlog, 100 ms gateway latency, RSS over 90 s
   drain                         6. SIGTERM under load, restart, nothing lost
   metrics_overhead              7. (1) with metrics on vs off
@@ -38,6 +41,7 @@ from bench.common import RESULTS_DIR, Row, ScenarioResult, broker, log, machine,
 from bench.crash import scenario_crash
 from bench.drain import scenario_drain
 from bench.failover import scenario_failover
+from bench.fast import scenario_fast_batch, scenario_fast_single, scenario_peers, scenario_slow_gateway
 from bench.hotspots import py_spy, scenario_profile
 from bench.latency import scenario_latency
 from bench.memory import scenario_memory
@@ -54,6 +58,10 @@ SCENARIOS: dict[str, Scenario] = {
     "mapping": scenario_mapping,
     "gateway_sim": scenario_gateway_sim,
     "throughput": scenario_throughput,
+    "fast_single": scenario_fast_single,
+    "fast_batch": scenario_fast_batch,
+    "slow_gateway": scenario_slow_gateway,
+    "peers": scenario_peers,
     "scale_out": scenario_scale_out,
     "latency": scenario_latency,
     "rate": scenario_rate,
@@ -68,7 +76,10 @@ SCENARIOS: dict[str, Scenario] = {
 }
 NEEDS_BROKER = frozenset(SCENARIOS) - {"mapping", "gateway_sim"}
 # Scenarios that are repeated (`--repeat`, default 3); the others run once (they take minutes each).
-REPEATED = frozenset({"throughput", "scale_out", "latency", "drain", "metrics_overhead"})
+REPEATED = frozenset(
+    {"throughput", "fast_single", "fast_batch", "slow_gateway", "peers"}
+    | {"scale_out", "latency", "drain", "metrics_overhead"}
+)
 
 
 def table(rows: list[Row]) -> str:

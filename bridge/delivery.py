@@ -122,6 +122,7 @@ class DeliveryEngine:
         self._dlq = dead_letters
         self._m = metrics
         rl = settings.rate_limit
+        self._own_limiter = limiter is None
         self.limiter: Limiter = limiter or GcraLimiter(rl.per_second, rl.burst, clock=clock)
         self._clock = clock
         self._wall_ms = wall_ms
@@ -146,6 +147,8 @@ class DeliveryEngine:
         self._letters_in_flight = 0  # dead letters being written (shutdown and revoke wait for them too)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._drained = asyncio.Event()  # set when unfinished fell to _drain_mark (wait_drained_to)
+        self._drain_mark = -1
         # slow start after a hold: calls in flight may not exceed the cap; it doubles per round trip
         self._cap = settings.max_in_flight
         self._room = asyncio.Event()
@@ -211,6 +214,8 @@ class DeliveryEngine:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._own_limiter:
+            await self.limiter.stop()
         self._workers.clear()
         self._aux.clear()
         self._recovery_task = None
@@ -270,6 +275,22 @@ class DeliveryEngine:
             return False
         return True
 
+    async def wait_drained_to(self, n: int, timeout: float) -> bool:
+        """Wait until at most `n` jobs and dead letters are unfinished; False on timeout (back-pressure for
+        sources that would rather not fetch than pause their partitions). One mark at a time: a second caller
+        replaces the first's, which then returns at the second's mark or at its timeout."""
+        if self.unfinished <= n:
+            return True
+        self._drain_mark = n
+        self._drained.clear()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._drain_mark = -1
+        return True
+
     async def wait_partitions_quiet(self, parts: list[PartitionState], timeout: float) -> bool:
         """Wait until no call for these partitions is in flight (on revoke); False on timeout."""
         deadline = self._clock() + timeout
@@ -288,6 +309,8 @@ class DeliveryEngine:
         self.unfinished -= 1
         if self.unfinished == 0:
             self._idle.set()
+        if self.unfinished == self._drain_mark:
+            self._drained.set()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -360,14 +383,14 @@ class DeliveryEngine:
                 await self._run_batch(await self._gather(job))
                 continue
             waited = await self.limiter.acquire()
-            self._m.rate_limit_wait.observe(waited)
+            self._m.limiter_waited(waited)
             if self._hold is not None:
                 self._parked.append(job)  # held while we waited: keep until the hold is released
                 continue
             if self._discard_if_gone(job):
                 continue
             outcome = await self._call(job)
-            await self._handle(job, outcome)
+            self._handle(job, outcome)
 
     async def _wait_room(self) -> None:
         while self.in_flight >= self._cap and not self._stopping:
@@ -403,7 +426,7 @@ class DeliveryEngine:
 
     async def _run_batch(self, batch: list[Job]) -> None:
         waited = await self.limiter.acquire(len(batch))
-        self._m.rate_limit_wait.observe(waited)
+        self._m.limiter_waited(waited)
         if self._hold is not None:
             self._parked.extend(batch)
             return
@@ -411,11 +434,10 @@ class DeliveryEngine:
         if not batch:
             return
         if len(batch) == 1:
-            outcomes = [await self._call(batch[0])]
-        else:
-            outcomes = await self._call_batch(batch)
-        for job, outcome in zip(batch, outcomes, strict=True):
-            await self._handle(job, outcome)
+            self._handle(batch[0], await self._call(batch[0]))
+            return
+        for job, outcome in zip(batch, await self._call_batch(batch), strict=True):
+            self._handle(job, outcome)
 
     def _begin(self, job: Job, now_ms: int) -> None:
         if job.first_attempt_ms is None:
@@ -488,7 +510,8 @@ class DeliveryEngine:
         return outcomes
 
     # ----------------------------------------------------------------- outcomes
-    async def _handle(self, job: Job, outcome: Outcome) -> None:
+    def _handle(self, job: Job, outcome: Outcome) -> None:
+        """Act on one call's outcome (synchronously: nothing here waits)."""
         verdict = outcome.verdict
         breaker = self._breaker
         if breaker is not None and self._hold is None:
@@ -688,7 +711,7 @@ class DeliveryEngine:
             outcome = await self._call(job)
             hold = self.hold  # (a property: the await above may have changed it)
             if hold is None:  # defensive: released meanwhile
-                await self._handle(job, outcome)
+                self._handle(job, outcome)
                 return
             verdict = outcome.verdict
             if hold.kind == "systemic":  # only an answer on the message itself says the credentials pass
@@ -709,7 +732,7 @@ class DeliveryEngine:
                 )
                 continue
             self._release_hold()
-            await self._handle(job, outcome)
+            self._handle(job, outcome)
             return
 
     # ----------------------------------------------------------------- dead letters

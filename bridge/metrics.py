@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Sequence
+from math import isnan
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from bridge import __version__
 
@@ -55,6 +60,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.enabled = enabled
         r = self.registry
+        # Hot-path children buffer their updates (see _Tally, _Samples); registered before every collector,
+        # this applies them at the start of each collection (scrape, get_sample_value), so readers see all.
+        self._buffered: list[_Tally | _Samples] = []
+        r.register(_Flush(self._buffered))
         self.build_info = Gauge(
             "bridge_build_info", "Build information (always 1).", ["version", "python", "aiokafka"], registry=r
         )
@@ -310,6 +319,11 @@ class Metrics:
         self._quota_children: dict[str, Any] = {}
         self._missing_children: dict[tuple[str, str], Any] = {}
         self._http_children: dict[str, Any] = {}
+        self._limiter_wait = self._buffer(_Samples(self.rate_limit_wait))
+
+    def _buffer(self, wrapper: _B) -> _B:
+        self._buffered.append(wrapper)
+        return wrapper
 
     def prime(self, rules: tuple[str, ...] | list[str]) -> None:
         """Create the known label sets at 0, so the first event of each is visible to rate()/increase()."""
@@ -366,7 +380,7 @@ class Metrics:
         """An event matched a rule."""
         child = self._match_children.get(rule)
         if child is None:
-            child = self._match_children[rule] = self.rule_matches.labels(rule)
+            child = self._match_children[rule] = self._buffer(_Tally(self.rule_matches.labels(rule)))
         child.inc()
 
     def template_missing(self, rule: str, field: str) -> None:
@@ -379,23 +393,32 @@ class Metrics:
 
     def message_final(self, rule: str, outcome: str) -> None:
         """A message reached a final state."""
+        self._final(rule, outcome).inc()
+
+    def _final(self, rule: str, outcome: str) -> _Tally:
         key = (rule, outcome)
         child = self._msg_children.get(key)
         if child is None:
-            child = self._msg_children[key] = self.messages.labels(rule, outcome)
-        child.inc()
+            child = self._msg_children[key] = self._buffer(_Tally(self.messages.labels(rule, outcome)))
+        return child
 
     def gateway_call(self, verdict: str, code: str, sub_family: str, seconds: float) -> None:
         """One gateway call finished."""
+        calls, durations = self._gateway_children(verdict, code, sub_family)
+        calls.inc()
+        durations.observe(seconds)
+
+    def _gateway_children(self, verdict: str, code: str, sub_family: str) -> tuple[_Tally, _Samples]:
         key = (verdict, code, sub_family)
-        child = self._gw_children.get(key)
-        if child is None:
-            child = self._gw_children[key] = self.gateway_requests.labels(verdict, code, sub_family)
-        child.inc()
-        dur = self._dur_children.get(verdict)
-        if dur is None:
-            dur = self._dur_children[verdict] = self.gateway_duration.labels(verdict)
-        dur.observe(seconds)
+        calls = self._gw_children.get(key)
+        if calls is None:
+            calls = self._gw_children[key] = self._buffer(
+                _Tally(self.gateway_requests.labels(verdict, code, sub_family))
+            )
+        durations = self._dur_children.get(verdict)
+        if durations is None:
+            durations = self._dur_children[verdict] = self._buffer(_Samples(self.gateway_duration.labels(verdict)))
+        return calls, durations
 
     def gateway_http_request(self, endpoint: str) -> None:
         """One HTTP request to the gateway's `endpoint`: "rest" (one message) or "batch" (several).
@@ -405,7 +428,7 @@ class Metrics:
         """
         child = self._http_children.get(endpoint)
         if child is None:
-            child = self._http_children[endpoint] = self.gateway_http_requests.labels(endpoint)
+            child = self._http_children[endpoint] = self._buffer(_Tally(self.gateway_http_requests.labels(endpoint)))
         child.inc()
 
     def gateway_batch(self, size: int) -> None:
@@ -414,10 +437,17 @@ class Metrics:
 
     def delivered_after(self, rule: str, seconds: float) -> None:
         """Event-to-delivery latency of one delivered message."""
+        self._e2e(rule).observe(max(0.0, seconds))
+
+    def _e2e(self, rule: str) -> _Samples:
         child = self._e2e_children.get(rule)
         if child is None:
-            child = self._e2e_children[rule] = self.event_to_delivery.labels(rule)
-        child.observe(max(0.0, seconds))
+            child = self._e2e_children[rule] = self._buffer(_Samples(self.event_to_delivery.labels(rule)))
+        return child
+
+    def limiter_waited(self, seconds: float) -> None:
+        """A call (or a batch) waited `seconds` for the rate limiter."""
+        self._limiter_wait.observe(seconds)
 
     def quota_round_trip(self, op: str, seconds: float) -> None:
         """One round trip of the shared quota to Redis succeeded."""
@@ -450,3 +480,93 @@ class Metrics:
         ):
             with contextlib.suppress(KeyError):
                 g.remove(*labels)
+
+
+def observe_many(child: Any, values: Sequence[float]) -> None:
+    """`child.observe(v)` for every v of `values`, with one increment per touched bucket and one of the sum
+    (prometheus_client takes a lock per increment: two per observation). Falls back to `observe` per value
+    for anything that is not a prometheus_client histogram child (the disabled-metrics stand-in)."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(values) < 2:
+        for v in values:
+            child.observe(v)
+        return
+    counts: dict[int, int] = {}
+    for v in values:
+        if isnan(v):  # Histogram.observe counts it in no bucket
+            continue
+        i = bisect_left(bounds, v)  # the first bound >= v, as Histogram.observe picks it
+        counts[i] = counts.get(i, 0) + 1
+    total.inc(sum(values))
+    for i, c in counts.items():
+        buckets[i].inc(c)
+
+
+FLUSH_AT = 256  # observations a hot-path histogram child keeps before applying them (also at every collection)
+
+
+class _Tally:
+    """A hot-path counter child: increments are added up here and applied in one `inc` per flush.
+
+    prometheus_client takes a lock per increment; the bridge updates several children per message, all from
+    the event loop's thread (scrapes are served by the same loop), so a plain float is enough.
+    """
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        """Count `amount` more."""
+        self.pending += amount
+
+    def flush(self) -> None:
+        """Apply what was counted since the last flush."""
+        if self.pending:
+            amount, self.pending = self.pending, 0.0
+            self.child.inc(amount)
+
+
+class _Samples:
+    """A hot-path histogram child: observations wait in a list and are applied with `observe_many`."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending: list[float] = []
+
+    def observe(self, value: float) -> None:
+        """Observe one value."""
+        pending = self.pending
+        pending.append(value)
+        if len(pending) >= FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the waiting observations."""
+        if self.pending:
+            values, self.pending = self.pending, []
+            observe_many(self.child, values)
+
+
+_B = TypeVar("_B", _Tally, _Samples)
+
+
+class _Flush(Collector):
+    """Registered first: every collection of the registry begins by applying the buffered updates."""
+
+    def __init__(self, buffered: list[_Tally | _Samples]) -> None:
+        self._buffered = buffered
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> list[Metric]:
+        for wrapper in self._buffered:
+            wrapper.flush()
+        return []

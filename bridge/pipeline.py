@@ -53,6 +53,10 @@ class EnginePort(Protocol):
         """Wait until no call for these partitions is in flight; False on timeout."""
         ...
 
+    async def wait_drained_to(self, n: int, timeout: float) -> bool:
+        """Wait until at most `n` jobs and dead letters are unfinished; False on timeout."""
+        ...
+
 
 class Pipeline:
     """Turns fetched records into delivery jobs and keeps each partition's commit bookkeeping."""
@@ -104,6 +108,10 @@ class Pipeline:
     async def wait_partitions_quiet(self, parts: list[PartitionState], timeout: float) -> bool:
         """Wait until no call for these partitions is in flight (on revoke); False on timeout."""
         return await self._engine.wait_partitions_quiet(parts, timeout)
+
+    async def wait_drained_to(self, n: int, timeout: float) -> bool:
+        """Wait until at most `n` messages and dead letters are unfinished; False on timeout."""
+        return await self._engine.wait_drained_to(n, timeout)
 
     # ----------------------------------------------------------------- records
     def take(self, part: PartitionState, meta: RecordMeta, value: bytes | None) -> None:

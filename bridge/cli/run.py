@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,11 @@ if TYPE_CHECKING:
     from bridge.settings import Settings
 
 NAME = "run"
+# Young-generation size of the cyclic GC once running (CPython's default is 700 allocations). The daemon
+# allocates a few objects per message and nearly all of them die by reference counting, so collections at 700
+# were frequent work for nothing, and their pauses (gen 1/2: 10-100 ms measured at 5,000 msgs/s) stalled the
+# event loop long enough for the rate limiter to lose up to 20 % of its rate.
+GC_GEN0_THRESHOLD = 20_000
 HELP = "run the daemon: consume, map, deliver, dead-letter, commit"
 
 
@@ -63,4 +69,14 @@ async def _main(settings: Settings, rules: RuleSet) -> int:
 
     app = BridgeApp(settings, rules)
     app.install_signal_handlers()
+    tune_gc()
     return await app.run()
+
+
+def tune_gc() -> None:
+    """Freeze what start-up built (modules, settings, compiled rules: alive for the process's life, so later
+    full collections need not walk it again) and make young-generation collections rarer."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -77,14 +78,23 @@ class GcraLimiter:
         self._tau = (self.burst - 1) * self._interval
         self._tat = 0.0
         self._ban_until = 0.0
-        self._lock = asyncio.Lock()
+        # callers waiting for their slots, in arrival order: (future, slots wanted, clock when they asked)
+        self._queue: deque[tuple[asyncio.Future[float], int, float]] = deque()
+        self._pump: asyncio.Task[None] | None = None
+        # admitted callers that have not resumed yet: future -> [slots, admitted at, charged again]
+        self._departing: dict[asyncio.Future[float], list[float]] = {}
         self.bans = 0
 
     async def start(self) -> None:
         """Nothing to connect: a local limiter."""
 
     async def stop(self) -> None:
-        """Nothing to release."""
+        """Stop admitting: waiting callers are cancelled (idempotent)."""
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+        while self._queue:
+            self._queue.popleft()[0].cancel()
 
     def set_rate(self, rate: float, burst: int, now: float | None = None) -> None:
         """Change rate and burst from `now` on, without creating a burst.
@@ -150,25 +160,64 @@ class GcraLimiter:
     async def acquire(self, n: int = 1) -> float:
         """Wait for `n` slots (and for any cool-down to end); return the seconds waited.
 
-        Callers queue on a FIFO lock and only the head one sleeps; it takes its slot when it actually wakes.
-        So a stalled event loop cannot release a crowd of pre-reserved slots at once: after any stall at most
-        `burst` calls go together, and timer lateness below `tau` is absorbed without losing rate.
+        A caller goes at once when nobody is queued and its slots conform now. Otherwise it queues (FIFO) and
+        one pump sleeps for the head of the queue; each time it wakes it admits, in order, every waiter whose
+        slots conform at that instant, and sleeps again for the next. Conformance is checked at admission,
+        never reserved ahead: after any stall of the event loop at most `burst` slots go together, and timer
+        lateness below `tau` (e.g. millisecond timers at 5,000/s) is absorbed without losing rate. Admitting
+        all conforming waiters per wake-up, not one per loop iteration, keeps high rates exact on a busy loop.
+        An admitted caller resumes one loop iteration later; if the loop stalled in between (longer than
+        `tau`), its slots are taken again at the time it really goes, so the calls that go at the end of a
+        stall are still at most a burst.
         """
-        start = now = self._clock()
-        if self._interval == 0.0 and now >= self._ban_until:
+        now = self._clock()
+        if not self._queue and now >= self._ban_until and (self._interval == 0.0 or self._conform(now, n) == 0.0):
             return 0.0
-        async with self._lock:
-            now = self._clock()
-            while True:
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queue.append((waiter, n, now))
+        if self._pump is None:
+            self._pump = asyncio.ensure_future(self._admit())
+        try:
+            return await waiter
+        finally:
+            departing = self._departing.pop(waiter, None)
+            if departing is not None:
+                self._charge_late(departing, self._clock())
+
+    def _charge_late(self, departing: list[float], now: float) -> None:
+        """Take an admitted caller's slots again at `now` if it goes later than `tau` after its admission."""
+        slots, admitted, charged = departing
+        if not charged and now - admitted > self._tau and self._interval != 0.0:
+            departing[2] = 1.0
+            self._tat = max(self._tat, now) + slots * self._interval
+
+    async def _admit(self) -> None:
+        """The pump: admit queued callers as their slots come due; ends when the queue is empty."""
+        queue = self._queue
+        try:
+            while queue:
+                now = self._clock()
                 left = self._ban_until - now
                 if left > 0:
                     await self._sleep(left)
-                    now = self._clock()
                     continue
-                if self._interval == 0.0:
-                    return now - start
-                wait = self._conform(now, n)
-                if wait == 0.0:
-                    return now - start
-                await self._sleep(wait)
-                now = self._clock()
+                waiter, n, asked = queue[0]
+                if waiter.done():  # cancelled while queued: its slots were never taken
+                    queue.popleft()
+                    continue
+                if self._interval != 0.0:
+                    if self._departing:  # admitted before a stall and not gone yet (the oldest first)
+                        oldest = next(iter(self._departing.values()))
+                        if now - oldest[1] > self._tau:
+                            for departing in self._departing.values():
+                                self._charge_late(departing, now)
+                    wait = self._conform(now, n)
+                    if wait > 0:
+                        await self._sleep(wait)
+                        continue
+                    self._departing[waiter] = [float(n), now, 0.0]
+                queue.popleft()
+                waiter.set_result(now - asked)
+        finally:
+            if self._pump is asyncio.current_task():
+                self._pump = None

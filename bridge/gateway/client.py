@@ -51,13 +51,28 @@ _BODY_PREFIX: Final = _ENTRY_PREFIX.encode("ascii")
 _SPLIT_STATUSES: Final = frozenset({400, 413})
 
 
+def _public_form_quote(value: str) -> str:
+    return URL.build(query={"v": value}).raw_query_string[2:]
+
+
+try:  # yarl's C quoter for query values, called directly: half the cost of going through URL.build
+    from yarl._quoting import _Quoter
+
+    _query_value_quoter: Callable[[str], str] = _Quoter(safe="?/:@", qs=True, requote=False)
+    if _query_value_quoter("a b+&=%#?/:@课") != _public_form_quote("a b+&=%#?/:@课"):  # pragma: no cover
+        raise ImportError("yarl's query quoter changed")
+except ImportError:  # pragma: no cover - a yarl without it: the public path, same result
+    _query_value_quoter = _public_form_quote
+
+
 def form_quote(value: str) -> str:
     """x-www-form-urlencoded quoting of one value (space as `+`; `+ & = % #` and non-ASCII escaped).
 
-    Uses yarl's C quoter through its public API: about 7x cheaper than `quote_plus` for a 300-byte JSON
-    value, deterministic, and decoded back to the same text by any form decoder (tested).
+    yarl's C quoter (the one `URL.build(query=...)` uses for values, checked against it at import): ~9x
+    cheaper than `quote_plus` for a 400-byte JSON value, deterministic, and decoded back to the same text by
+    any form decoder (tested).
     """
-    return URL.build(query={"v": value}).raw_query_string[2:]
+    return _query_value_quoter(value)
 
 
 def system_params(settings: GatewaySettings, *, with_method: bool = True) -> dict[str, str]:

@@ -469,3 +469,18 @@ async def test_stop_while_paused_returns_and_leaves_offsets_alone(make_rig: RigF
     assert await rig.engine.stop(1.0) is True
     assert rig.committable() == 0
     assert rig.dlq.letters == []
+
+
+# --------------------------------------------------------------------------- back-pressure for sources
+async def test_wait_drained_to_returns_once_the_unfinished_work_is_down_to_the_mark(
+    make_rig: RigFactory, vtime: VirtualTime
+) -> None:
+    rig = await make_rig(max_in_flight=2, latency=0.1)
+    for i in range(10):
+        rig.submit(phone(i))
+    start = vtime.time()
+    assert not await rig.engine.wait_drained_to(4, 0.15)  # 2 calls at a time, 0.1 s each: not yet
+    assert await rig.engine.wait_drained_to(4, 10)
+    assert rig.engine.unfinished == 4
+    assert vtime.time() - start == pytest.approx(0.3)  # the 6th message was delivered at 0.3 s
+    assert await rig.engine.wait_drained_to(5, 0)  # already below: at once

@@ -215,7 +215,11 @@ async def test_batches_carry_up_to_batch_max_one_per_recipient_and_keep_per_reci
         ]
         assert delivered == keys
     assert rig.sample("bridge_gateway_batch_size_count") == len(rig.gateway.batches)
+    # counted once per batch, but per message: the same figures as single calls would give
     assert rig.sample("bridge_messages_total", rule="forum-reply", outcome="delivered") == 120
+    assert rig.sample("bridge_event_to_delivery_seconds_count", rule="forum-reply") == 120
+    assert rig.sample("bridge_gateway_requests_total", verdict="delivered", code="0", sub_code_family="") == 120
+    assert rig.sample("bridge_gateway_request_duration_seconds_count", verdict="delivered") == 120
 
 
 async def test_each_message_of_a_batch_gets_its_own_verdict(make_rig: RigFactory) -> None:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from bridge.gateway.client import TopClient, form_quote
 from bridge.gateway.protocol import BUSINESS_PARAM, METHOD, format_timestamp
@@ -98,6 +99,7 @@ def test_encode_is_deterministic_and_decodable() -> None:
 @pytest.mark.parametrize("text", ["a b", "+&=%#?/", "课程", "", "\n\t\x00", "😀"], ids=repr)
 def test_form_quote_round_trips(text: str) -> None:
     assert dict(parse_qsl(f"v={form_quote(text)}", keep_blank_values=True))["v"] == text
+    assert form_quote(text) == URL.build(query={"v": text}).raw_query_string[2:]  # what yarl's public API gives
 
 
 # --- every outcome class -----------------------------------------------------------------------------

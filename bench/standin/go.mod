@@ -1,0 +1,3 @@
+module campusbridge/bench/standin
+
+go 1.26
