@@ -99,7 +99,11 @@ async def test_gateway_faults_isp_503_timeouts_and_dropped_connections_all_end_d
     assert m.get("bridge_dead_letters_total", 0) == 0
     assert m["bridge_retries_total"] > 0
     stats = h.sim.state.stats_dict() if h.sim else {}
-    assert stats["dropped"] > 0 and stats["hung"] > 0 and stats["http_errors"]
+    kinds = [stats["dropped"], stats["hung"], sum(stats["http_errors"].values()), stats["bad_bodies"]]
+    if batch == 1:
+        assert all(kinds), stats  # every request-level fault hit some calls
+    else:  # ~10x fewer requests: the seeded draw need not hit every kind, but it hits several
+        assert sum(1 for k in kinds if k) >= 2, stats
 
 
 @BATCHING
