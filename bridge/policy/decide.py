@@ -134,11 +134,12 @@ def limit_slot(entries: list[list[Any]], msg_key: str, at_ms: int, cap: int, per
     return max(at_ms, int(entries[-cap][0]) + per_ms), False
 
 
-def limit_take(entries: list[list[Any]], t_ms: int, key: str, cap: int) -> list[list[Any]]:
-    """The entries with a slot at `t_ms` taken by `key`; only the last `cap` are kept (all a slot needs)."""
-    out = [list(e) for e in entries]
+def limit_take(entries: list[list[Any]], t_ms: int, key: str, horizon_ms: int) -> list[list[Any]]:
+    """The entries with a slot at `t_ms` taken by `key`, sorted; those at or before `horizon_ms` (now minus the
+    window: no slot from now on depends on them) are dropped."""
+    out = [list(e) for e in entries if int(e[0]) > horizon_ms]
     bisect.insort(out, [t_ms, key], key=lambda e: int(e[0]))
-    return out[-cap:]
+    return out
 
 
 def digest_fold(window: Any, msg_key: str, now_ms: int, max_items: int) -> tuple[Any | None, bool]:
@@ -189,14 +190,14 @@ def decide(
         t = outside_quiet(quiet, t)
         if held or t <= at:
             if not held:
-                taken = limit_take(entries, t, msg_key, limit.per_recipient)
+                taken = limit_take(entries, t, msg_key, now_ms - per_ms)
                 updates[keys.limit] = (taken, _limit_expiry(taken, per_ms))
             steps.append(("limit", "pass"))
             at = max(at, t)
         elif limit.over == "drop" or (limit.over == "defer" and t - now_ms > MAX_DEFER_MS):
             return updates, Decision("drop", "limit", steps=(*steps, ("limit", "drop")))
         elif limit.over == "defer":
-            taken = limit_take(entries, t, msg_key, limit.per_recipient)
+            taken = limit_take(entries, t, msg_key, now_ms - per_ms)
             updates[keys.limit] = (taken, _limit_expiry(taken, per_ms))
             return updates, Decision("defer", "limit", t, steps=(*steps, ("limit", "defer")))
         else:
@@ -215,7 +216,8 @@ def decide(
             folded = digest_open(msg_key, now_ms, due)
             if slot is not None and limit is not None and keys.limit is not None:  # the summary takes the slot
                 per_ms = int(limit.per_seconds * 1000)
-                taken = limit_take(list(states.get(keys.limit) or []), due, f"w:{folded['id']}", limit.per_recipient)
+                entries = list(states.get(keys.limit) or [])
+                taken = limit_take(entries, due, f"w:{folded['id']}", now_ms - per_ms)
                 updates[keys.limit] = (taken, _limit_expiry(taken, per_ms))
         if folded is not current:
             updates[keys.digest] = (folded, int(folded["d"]))

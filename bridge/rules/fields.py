@@ -93,10 +93,14 @@ class _Builder:
 
 def root_problems(expr: Expression, *, has_item: bool, where: str, names: tuple[str, ...] = CONTEXT_NAMES) -> list[str]:
     """Why an expression's names do not fit the context `names` (unknown name, `item` outside for_each)."""
-    start = "event" if names == CONTEXT_NAMES else f"{names[0]}[0].event"  # a digest's context: items, count
+
+    def hint(name: str) -> str:
+        if names == CONTEXT_NAMES:
+            return f"event.{name}"
+        return f"{names[0]}[0].{name}" if name in CONTEXT_NAMES else f"{names[0]}[0].event.{name}"  # a digest's
+
     problems = [
-        f"`{expr.source}` reads `{name}`, which is not in the context ({', '.join(names)});"
-        f" did you mean {start}.{name}?"
+        f"`{expr.source}` reads `{name}`, which is not in the context ({', '.join(names)}); did you mean {hint(name)}?"
         for name in sorted(expr.roots - {"@", *names})
     ]
     if "item" in expr.roots and not has_item:
