@@ -94,16 +94,17 @@ def state_keys(policy: RulePolicy, subject: Subject) -> Keys:
 def quiet_end(quiet: QuietHours, now_ms: int) -> int | None:
     """When the quiet hours around `now_ms` end (epoch ms), or None when `now_ms` is outside them."""
     local = datetime.fromtimestamp(now_ms / 1000, quiet.zone)
-    minute = local.hour * 60 + local.minute
+    second = local.hour * 3600 + local.minute * 60 + local.second
     day = local.date()
     if quiet.start < quiet.end:
-        if not quiet.start <= minute < quiet.end:
+        if not quiet.start <= second < quiet.end:
             return None
-    elif minute >= quiet.start:
+    elif second >= quiet.start:
         day += timedelta(days=1)
-    elif minute >= quiet.end:
+    elif second >= quiet.end:
         return None
-    end = datetime.combine(day, clock_time(quiet.end // 60, quiet.end % 60), tzinfo=quiet.zone)
+    hour, rest = divmod(quiet.end, 3600)
+    end = datetime.combine(day, clock_time(hour, rest // 60, rest % 60), tzinfo=quiet.zone)
     end_ms = int(end.timestamp() * 1000)
     return end_ms if end_ms > now_ms else None
 

@@ -27,7 +27,7 @@ MAX_DIGEST_WINDOW_SECONDS = 600.0  # a digest in progress is bounded: at most 10
 MAX_DIGEST_ITEMS = 1000
 MAX_LIMIT = 10_000
 MAX_WINDOW_SECONDS = 7 * 86400.0  # dedupe and limit windows
-_TIME_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+_TIME_RE = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
 _GROUP_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 QuietAction = Literal["defer", "drop"]
@@ -36,7 +36,7 @@ OverAction = Literal["drop", "defer", "digest"]
 
 @dataclass(frozen=True, slots=True)
 class QuietHours:
-    """No message between `start` and `end` (minutes after local midnight in `timezone`; may span midnight)."""
+    """No message between `start` and `end` (seconds after local midnight in `timezone`; may span midnight)."""
 
     start: int
     end: int
@@ -165,9 +165,9 @@ def _clock(value: Any, path: tuple[str, ...], out: _Out) -> int | None:
         return None
     m = _TIME_RE.match(value) if isinstance(value, str) else None
     if m is None:
-        out.add(path, f'expected a time "HH:MM" (00:00 to 23:59), got {value!r}')
+        out.add(path, f'expected a time "HH:MM" (00:00 to 23:59) or "HH:MM:SS", got {value!r}')
         return None
-    return int(m.group(1)) * 60 + int(m.group(2))
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3) or 0)
 
 
 def _quiet_hours(raw: Any, out: _Out) -> QuietHours | None:
