@@ -32,6 +32,8 @@ from datetime import datetime, timedelta
 from datetime import time as clock_time
 from typing import Any, Literal
 
+from bridge.models import MobileReceiverMessageEvent
+from bridge.rules.coerce import field_text
 from bridge.rules.policies import QuietHours, RulePolicy
 
 Action = Literal["send", "drop", "defer", "fold"]
@@ -77,6 +79,21 @@ class Keys:
 def recipient_tag(recipient: str) -> str:
     """A short stable tag of a recipient: state keys never hold a phone number."""
     return hashlib.blake2b(recipient.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def subject_of(policy: RulePolicy, rule: str, message: MobileReceiverMessageEvent, ctx: dict[str, Any]) -> Subject:
+    """The subject of a decision on `message`; `ctx` is what the rule's templates saw (for the dedupe key).
+
+    A dedupe key that renders null or fails leaves `dedupe_key` None: the message is not de-duplicated (never
+    lost for want of a key).
+    """
+    key = None
+    if policy.dedupe is not None:
+        try:
+            key = field_text(policy.dedupe.key(ctx))
+        except Exception:  # an expression error in the key
+            key = None
+    return Subject(rule, recipient_tag(message.recipient), message.msg_key, key)
 
 
 def state_keys(policy: RulePolicy, subject: Subject) -> Keys:

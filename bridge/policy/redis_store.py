@@ -2,7 +2,10 @@
 
     WATCH <keys of the message>  ─►  MGET  ─►  decide() in Python  ─►  MULTI  SET … PX ttl  EXEC
                                                                          (EXEC refused: another instance
-                                                                          changed a key — decide again)
+                                                                          changed a key — decide again
+                                                                          after a short random pause)
+Within one instance a recipient's decisions are made one at a time (`bridge.policy.stage`), so refused EXECs
+only happen between instances deciding for the same recipient at the same moment.
 The decision logic is the same pure function as in-process (`bridge.policy.decide`); Redis only holds its
 JSON state, so the two stores cannot disagree. All keys of one decision share a hash tag (the recipient's
 tag), so the transaction works on Redis Cluster too. Keys never hold a phone number.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +40,7 @@ log = logging.getLogger("bridge.policy")
 
 RETRY_REDIS_SECONDS = 1.0  # while degraded, Redis is tried again at most this often
 MAX_CONFLICTS = 8  # EXECs refused in a row (other instances deciding for the same recipient) before degrading
+CONFLICT_BACKOFF_SECONDS = 0.002  # after the n-th refused EXEC, wait up to n times this (jitter spreads contenders)
 
 
 class PolicyStateError(Exception):
@@ -56,11 +61,13 @@ class RedisPolicyStore:
         password: str | None = None,
         ssl_cafile: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.prefix = prefix
         self._timeout = timeout
         self._m = metrics
         self._clock = clock
+        self._rand = rand
         self._fallback = MemoryPolicyStore()
         self.degraded = False
         self._retry_at = 0.0
@@ -114,7 +121,7 @@ class RedisPolicyStore:
         names = state_keys(policy, subject)
         keys = names.all()
         redis_keys = [self.key(names.tag, k) for k in keys]
-        for _ in range(MAX_CONFLICTS):
+        for attempt in range(MAX_CONFLICTS):
             async with self._client.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(*redis_keys)
@@ -132,7 +139,8 @@ class RedisPolicyStore:
                             pipe.set(self.key(names.tag, k), orjson.dumps(value), px=ttl)
                     await pipe.execute()
                     return decision
-                except WatchError:
+                except WatchError:  # another instance decided for this recipient meanwhile: decide again
+                    await asyncio.sleep(self._rand() * CONFLICT_BACKOFF_SECONDS * (attempt + 1))
                     continue
         raise PolicyStateError(f"{MAX_CONFLICTS} write conflicts in a row on one recipient's state")
 

@@ -26,10 +26,9 @@ from typing import Any, Protocol
 from bridge.logs import mask_phone
 from bridge.metrics import Metrics
 from bridge.models import Mapped, RecordMeta
-from bridge.policy.decide import Decision, Subject, decide, recipient_tag
+from bridge.policy.decide import Decision, decide, subject_of
 from bridge.policy.deferred import DeferralRefused, DeferredRecord
 from bridge.policy.store import PolicyStore
-from bridge.rules.coerce import field_text
 from bridge.rules.policies import RulePolicy
 from bridge.work import DeadLetter, Job, RecordRef
 
@@ -142,27 +141,17 @@ class PolicyStage:
             self._act(work, decision)
 
     async def _decide(self, work: PolicyWork) -> Decision:
-        policy, message = work.policy, work.item.message
-        subject = Subject(work.item.rule, recipient_tag(message.recipient), message.msg_key, self._dedupe_key(work))
-        now = self._wall_ms()
-        if policy.stateful:
-            return await self._store.decide(policy, subject, now)
-        return decide(policy, {}, subject, now)[1]
-
-    def _dedupe_key(self, work: PolicyWork) -> str | None:
-        dedupe = work.policy.dedupe
-        if dedupe is None:
-            return None
-        try:
-            key = field_text(dedupe.key(work.ctx))
-        except Exception:  # an expression error: de-duplicate nothing rather than lose the message
-            key = None
-        if key is None:
+        policy = work.policy
+        subject = subject_of(policy, work.item.rule, work.item.message, work.ctx)
+        if policy.dedupe is not None and subject.dedupe_key is None:
             self._m.policy_step(work.item.rule, "dedupe", "no_key")
             log.warning(
                 "dedupe key rendered null or failed: the message is not de-duplicated", extra={"ctx": _ctx(work)}
             )
-        return key
+        now = self._wall_ms()
+        if policy.stateful:
+            return await self._store.decide(policy, subject, now)
+        return decide(policy, {}, subject, now)[1]
 
     def _act(self, work: PolicyWork, decision: Decision) -> None:
         rule = work.item.rule

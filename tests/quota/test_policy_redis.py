@@ -72,11 +72,15 @@ async def test_two_instances_share_one_cap_and_one_digest_window(redis_url: str,
 
 async def test_concurrent_decisions_for_one_recipient_keep_the_cap(redis_url: str, stores: StoreFactory) -> None:
     prefix = f"test-{uuid.uuid4().hex}"
-    instances = [(await stores(redis_url, prefix))[0] for _ in range(4)]
+    # four instances deciding at once for one recipient, each one decision at a time (as the policy stage does):
+    # their transactions interleave on the same keys, and a refused EXEC is decided again
+    instances = [(await stores(redis_url, prefix, timeout=2.0))[0] for _ in range(4)]
     p = policy(limit={"per_recipient": 7, "per_seconds": 600})
-    decisions = await asyncio.gather(
-        *(instances[i % 4].decide(p, subject(i), T0 + i) for i in range(60))
-    )  # interleaved transactions on the same keys: WATCH conflicts are decided again
+
+    async def instance(n: int) -> list[Decision]:
+        return [await instances[n].decide(p, subject(n * 100 + i), T0 + i) for i in range(15)]
+
+    decisions = [d for batch in await asyncio.gather(*(instance(n) for n in range(4))) for d in batch]
     assert [d.action for d in decisions].count("send") == 7
     assert all(not s.degraded for s in instances)
 
