@@ -46,7 +46,11 @@ POLICY_KEYS = ("quiet_hours", "limit", "dedupe", "digest")
 def _settings() -> Settings:
     return parse_settings(
         {
-            "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topics": [TOPIC], "deferred_topic": "campus-bridge.deferred"},
+            "kafka": {
+                "bootstrap_servers": "127.0.0.1:9092",
+                "topics": [TOPIC],
+                "deferred_topic": "campus-bridge.deferred",
+            },
             "gateway": {"app_key": "bench", "app_secret": "bench"},
             "rules": {"rule_files": [str(ROOT / "config" / "rules" / "*.yaml")]},
         }
