@@ -138,6 +138,9 @@ class PolicyStage:
             except Exception:  # a bug of ours must not stall the partition: deliver as if no policy applied
                 log.exception("policy decision failed; sending the message", extra={"ctx": _ctx(work)})
                 decision = Decision("send")
+            if work.ref.part.revoked:  # revoked while Redis answered: the new owner decides again
+                self._done()
+                continue
             self._act(work, decision)
 
     async def _decide(self, work: PolicyWork) -> Decision:
