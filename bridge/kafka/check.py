@@ -226,7 +226,7 @@ def assess_deferred(info: TopicInfo) -> Check:
     longest hold, which a broker default may not."""
     name = f"kafka deferred topic {info.name}"
     for operation, what in ((WRITE, "WRITE"), (READ, "READ")):
-        check = _assess_topic(name, info, operation, what, ": create it (docs/operating.md, 'The deferred topic')")
+        check = _assess_topic(name, info, operation, what, ": create it (docs/deployment.md, 'The deferred topic')")
         if check.status is not Status.OK:
             return check
     partitions = f"{info.partitions} partition{'s' if info.partitions != 1 else ''}"

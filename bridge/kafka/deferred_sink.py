@@ -29,7 +29,7 @@ class DeferredSink(TopicWriter):
     item = "deferred message"
     held = "deferred messages wait and their source offsets are held until it is"
     topic_key = "deferred_topic"
-    doc = "docs/operating.md, 'The deferred topic'"
+    doc = "docs/deployment.md, 'The deferred topic'"
     rights = "Write and Read"
     shapes = ("full", "without_event")
 

@@ -175,7 +175,7 @@ def _deferral_needs_a_topic(settings: Settings, rules: list[Rule]) -> list[Confi
         if key is not None:
             message = (
                 f"rule {rule.id}: {key} holds messages on kafka.deferred_topic, which is not set"
-                " (set it, e.g. campus-bridge.deferred, and create the topic: docs/operating.md)"
+                " (set it, e.g. campus-bridge.deferred, and create the topic: docs/deployment.md, 'The deferred topic')"
             )
             issues.append(ConfigIssue(rule.file, f"{rule.path}.{key}", message, rule.line))
     return issues
