@@ -143,6 +143,7 @@ class DeliveryEngine:
         self._stopping = False
         self.unfinished = 0  # jobs and dead letters not yet final
         self.in_flight = 0
+        self._letters_in_flight = 0  # dead letters being written (shutdown and revoke wait for them too)
         self._idle = asyncio.Event()
         self._idle.set()
         # slow start after a hold: calls in flight may not exceed the cap; it doubles per round trip
@@ -201,9 +202,9 @@ class DeliveryEngine:
         self._gate.set()  # wake held workers so they can exit
         self._room.set()
         deadline = self._clock() + timeout
-        while self.in_flight > 0 and self._clock() < deadline:
+        while (self.in_flight > 0 or self._letters_in_flight > 0) and self._clock() < deadline:
             await asyncio.sleep(0.02)
-        clean = self.in_flight == 0
+        clean = self.in_flight == 0 and self._letters_in_flight == 0
         tasks = [*self._workers, *self._aux]
         if self._recovery_task is not None:
             tasks.append(self._recovery_task)
@@ -729,7 +730,15 @@ class DeliveryEngine:
         )
 
     async def _publish_dead_letter(self, letter: DeadLetter, job: Job | None) -> None:
-        await self._dlq.publish(letter)
+        # a letter being written counts as in flight for its partition (revoke waits for it) and for shutdown
+        part = letter.record.part
+        part.in_flight += 1
+        self._letters_in_flight += 1
+        try:
+            await self._dlq.publish(letter)
+        finally:
+            part.in_flight -= 1
+            self._letters_in_flight -= 1
         self._m.dead_letters.labels(letter.reason).inc()
         letter.record.complete(letter.index)
         if job is not None:

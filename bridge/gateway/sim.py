@@ -110,9 +110,10 @@ class SimGateway:
         self.url = ""
         self.port = 0
         self.app = web.Application(middlewares=[self._size_limit])
-        self.app.router.add_route("POST", PATH, self._gateway)
-        self.app.router.add_route("GET", PATH, self._gateway)
-        self.app.router.add_route("POST", batch.BATCH_PATH, self._batch)
+        self.in_progress = 0  # gateway requests being handled now (tests wait for 0 after killing a client)
+        self.app.router.add_route("POST", PATH, self._counted(self._gateway))
+        self.app.router.add_route("GET", PATH, self._counted(self._gateway))
+        self.app.router.add_route("POST", batch.BATCH_PATH, self._counted(self._batch))
         self.app.router.add_get("/_sim/messages", self._messages)
         self.app.router.add_get("/_sim/stats", self._stats)
         self.app.router.add_get("/_sim/faults", self._get_faults)
@@ -156,6 +157,18 @@ class SimGateway:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    def _counted(
+        self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def counted(request: web.Request) -> web.StreamResponse:
+            self.in_progress += 1
+            try:
+                return await handler(request)
+            finally:
+                self.in_progress -= 1
+
+        return counted
 
     # --- the gateway ---------------------------------------------------------------------------------
     def _request_id(self) -> str:

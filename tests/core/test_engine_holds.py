@@ -253,3 +253,22 @@ async def _sleep(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+# --------------------------------------------------------------------------- dead letters being written
+async def test_revoke_and_shutdown_wait_for_dead_letters_being_written(make_rig: RigFactory) -> None:
+    import asyncio
+
+    rig = await make_rig()
+    rig.dlq.hold = asyncio.Event()
+    job = rig.submit(phone(1))
+    rig.gateway.script(job, REJECTED)
+    await _until(lambda: rig.gateway.calls_for(job) and rig.gateway.calls_for(job)[0].outcome is not None)
+    part = rig.part(0)
+    assert not await rig.engine.wait_partitions_quiet([part], 0.5), "the letter is still being written"
+    waiter = asyncio.ensure_future(rig.engine.wait_partitions_quiet([part], 30))
+    await _sleep(1.0)
+    assert not waiter.done()
+    rig.dlq.hold.set()
+    assert await waiter
+    assert rig.committable() == 1
