@@ -22,14 +22,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
+from bridge.flow.quota_store import redis_options
 from bridge.metrics import Metrics
 from bridge.policy.decide import Decision, Subject, decide, state_keys
 from bridge.policy.store import MemoryPolicyStore, PolicyStore
@@ -71,17 +69,10 @@ class RedisPolicyStore:
         self._fallback = MemoryPolicyStore()
         self.degraded = False
         self._retry_at = 0.0
-        options: dict[str, Any] = {
-            "username": username,
-            "password": password,
-            "socket_connect_timeout": timeout,
-            "socket_timeout": timeout,
-            "retry": Retry(NoBackoff(), 1),  # one retry on a fresh connection (stale pool after a Redis restart)
-            "client_name": "campus-bridge-policy",
-        }
-        if url.startswith("rediss://") and ssl_cafile:
-            options["ssl_ca_certs"] = ssl_cafile
-        self._client: Redis = Redis.from_url(url, **options)
+        options = redis_options(
+            url, timeout, username=username, password=password, ssl_cafile=ssl_cafile, name="campus-bridge-policy"
+        )
+        self._client: Redis = Redis.from_url(url, socket_timeout=timeout, **options)
         metrics.policy_state_degraded.set(0)
 
     def key(self, tag: str, name: str) -> str:

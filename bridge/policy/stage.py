@@ -130,7 +130,7 @@ class PolicyStage:
     async def _worker(self, queue: asyncio.Queue[PolicyWork]) -> None:
         while True:
             work = await queue.get()
-            if work.ref.part.revoked:
+            if _revoked(work):
                 self._done()  # not committed: the partition's new owner decides again
                 continue
             try:
@@ -138,7 +138,7 @@ class PolicyStage:
             except Exception:  # a bug of ours must not stall the partition: deliver as if no policy applied
                 log.exception("policy decision failed; sending the message", extra={"ctx": _ctx(work)})
                 decision = Decision("send")
-            if work.ref.part.revoked:  # revoked while Redis answered: the new owner decides again
+            if _revoked(work):  # revoked while Redis answered: the new owner decides again
                 self._done()
                 continue
             self._act(work, decision)
@@ -227,6 +227,10 @@ class PolicyStage:
         finally:
             work.ref.part.in_flight -= 1
         self._done()
+
+
+def _revoked(work: PolicyWork) -> bool:
+    return work.ref.part.revoked
 
 
 def _kafka(meta: RecordMeta) -> dict[str, Any]:

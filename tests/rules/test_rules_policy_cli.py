@@ -87,30 +87,25 @@ def test_a_rule_test_that_expects_a_send_at_3am_fails_naming_the_policy(
     tests.write_text(
         textwrap.dedent(
             """\
+            x-night: &night
+              type: course.announcement.published
+              occurred_at: "2024-06-03T03:00:00+08:00"
+              tenant: {company_id: "10086", corp_id: c}
+              course: {id: CS101, name: 数据结构, teacher: {id: t1, name: 张老师}}
+              announcement: {id: a1, title: t, body: b, pinned: false}
+              students: [{id: s1, name: 孙悦, mobile: "13600136001"}]
             tests:
               - name: at night
                 topic: campus.course.events
                 now: "2024-06-03T03:00:00+08:00"
-                event:
-                  type: course.announcement.published
-                  occurred_at: "2024-06-03T03:00:00+08:00"
-                  tenant: {company_id: "10086", corp_id: c}
-                  course: {id: CS101, name: 数据结构, teacher: {id: t1, name: 张老师}}
-                  announcement: {id: a1, title: t, body: b, pinned: false}
-                  students: [{id: s1, name: 孙悦, mobile: "13600136001"}]
+                event: *night
                 expect:
                   - rule: course_announcement
                     message: {mobile_receiver: "13600136001"}
               - name: a wrong due time
                 topic: campus.course.events
                 now: "2024-06-03T03:00:00+08:00"
-                event:
-                  type: course.announcement.published
-                  occurred_at: "2024-06-03T03:00:00+08:00"
-                  tenant: {company_id: "10086", corp_id: c}
-                  course: {id: CS101, name: 数据结构, teacher: {id: t1, name: 张老师}}
-                  announcement: {id: a1, title: t, body: b, pinned: false}
-                  students: [{id: s1, name: 孙悦, mobile: "13600136001"}]
+                event: *night
                 expect:
                   - rule: course_announcement
                     message: {mobile_receiver: "13600136001"}
