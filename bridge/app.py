@@ -1,6 +1,9 @@
 """Composition root of `bridge run`: build the parts, start them in order, stop them in reverse.
 
     status server ─ gateway client ─ delivery engine ─ dead-letter sink ─ pipeline ─ Kafka source
+                                           └─ policy stage ─ deferred sink ─ deferred pipeline ─ its Kafka source
+The second Kafka source (only with `kafka.deferred_topic`) reads the deferred topic in a consumer group of its
+own (`kafka.deferred_group`): see `bridge.policy.deferred_pipeline` and docs/operating.md for why.
 
 Start-up never fails for an outage: the status server answers first (/healthz 200, /readyz 503 with the
 reason), then the dead-letter producer and the consumer connect in the background, retrying for as long as
@@ -27,9 +30,13 @@ from bridge.delivery import DeliveryEngine, Sender
 from bridge.flow.build import build_limiter
 from bridge.gateway.client import TopClient
 from bridge.kafka.dead_letter import DeadLetterSink
+from bridge.kafka.deferred_sink import DeferredSink
 from bridge.kafka.source import KafkaSource
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
+from bridge.policy.deferred_pipeline import DeferredPipeline
+from bridge.policy.redis_store import build_policy_store
+from bridge.policy.stage import PolicyStage
 from bridge.reload import RuleReloader
 from bridge.rules import RuleSet
 from bridge.settings import Settings
@@ -58,8 +65,29 @@ class BridgeApp:
             batch_wait_seconds=settings.gateway.batch.max_wait_ms / 1000,
             on_pause=self._on_pause,
         )
-        self.pipeline = Pipeline(settings, rules, self.engine, self.metrics)
+        # notification hygiene (issue 15): rule policies, and the deferred topic they hold messages on
+        self.metrics.prime_policies(rules.policies)
+        deferred_topic = settings.kafka.deferred_topic
+        self.deferred_sink = DeferredSink(settings.kafka, deferred_topic, self.metrics) if deferred_topic else None
+        self.policy_stage = PolicyStage(
+            store=build_policy_store(settings, self.metrics),
+            engine=self.engine,
+            deferred=self.deferred_sink,
+            metrics=self.metrics,
+        )
+        self.pipeline = Pipeline(settings, rules, self.engine, self.metrics, policies=self.policy_stage)
         self.source = KafkaSource(settings, self.pipeline, self.metrics)
+        self.deferred: DeferredPipeline | None = None
+        self.deferred_source: KafkaSource | None = None
+        if deferred_topic:
+            self.deferred = DeferredPipeline(settings, lambda: self.pipeline.rules, self.engine, self.metrics)
+            self.deferred_source = KafkaSource(
+                settings,
+                self.deferred,
+                self.metrics.for_deferred_source(),
+                topic=deferred_topic,
+                group_id=settings.kafka.deferred_group,
+            )
         self.reloader = RuleReloader(settings, rules, self.pipeline.swap_rules, self.metrics)
         self.status = StatusServer(
             self.metrics.registry,
@@ -82,6 +110,8 @@ class BridgeApp:
 
     def _on_pause(self, reason: str | None) -> None:
         self.source.halt(reason)
+        if self.deferred_source is not None:
+            self.deferred_source.halt(reason)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         """Ready when connected to Kafka and in the group, not held, and the dead-letter topic is usable."""
@@ -105,6 +135,7 @@ class BridgeApp:
             reasons.append("paused: circuit open, gateway unreachable")
         if self.dlq.problem is not None:
             reasons.append(f"dead-letter topic: {self.dlq.problem}")
+        reasons += self._deferred_reasons()
         ok = not reasons
         self.metrics.ready.set(1 if ok else 0)
         detail: dict[str, object] = {
@@ -117,6 +148,18 @@ class BridgeApp:
         if reasons:
             detail["reasons"] = reasons
         return ok, detail
+
+    def _deferred_reasons(self) -> list[str]:
+        """Why the deferred topic's side is not ready (nothing when there is no deferred topic)."""
+        reasons = []
+        if self.deferred_sink is not None and self.deferred_sink.problem is not None:
+            reasons.append(f"deferred topic: {self.deferred_sink.problem}")
+        source = self.deferred_source
+        if source is not None and source.connected and not source.assigned_once:
+            reasons.append("joining the deferred topic's consumer group")
+        elif source is not None and not source.connected and self.source.connected:
+            reasons.append("connecting the deferred topic's consumer")
+        return reasons
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (what the first signal does)."""
@@ -179,6 +222,13 @@ class BridgeApp:
             },
         )
         self._spawn(self.dlq.run(self._stop), "dead-letter-connect")
+        await self.policy_stage.start()
+        if self.deferred_sink is not None:
+            self._spawn(self.deferred_sink.run(self._stop), "deferred-connect")
+        deferred_task: asyncio.Task[None] | None = None
+        if self.deferred is not None and self.deferred_source is not None:
+            self._spawn(self.deferred.run(), "deferred-due")
+            deferred_task = asyncio.create_task(self._run_deferred_source(self.deferred_source), name="deferred")
         if s.rules.watch:
             self._spawn(self.reloader.watch(s.rules.watch_interval_seconds, self._stop), "rules-watch")
         source_task: asyncio.Task[None] | None = None
@@ -192,30 +242,43 @@ class BridgeApp:
                 if source_task in done and source_task.exception() is not None:
                     raise source_task.exception()  # type: ignore[misc]
         finally:
-            await self._shutdown(source_task)
+            await self._shutdown(source_task, deferred_task)
         return 0
 
-    async def _shutdown(self, source_task: asyncio.Task[None] | None) -> None:
+    async def _run_deferred_source(self, source: KafkaSource) -> None:
+        """Connect the deferred topic's consumer (retrying for as long as it takes) and fetch until stopped."""
+        if await source.connect(self._stop):
+            await source.run()
+
+    async def _shutdown(self, *fetching: asyncio.Task[None] | None) -> None:
         started = time.monotonic()
         timeout = self.settings.delivery.shutdown_timeout_seconds
         self._stop.set()
-        self.source.stop_fetching()
-        if source_task is not None and not source_task.done():
-            try:
-                await asyncio.wait_for(source_task, timeout=5)
-            except (TimeoutError, asyncio.CancelledError):
-                source_task.cancel()
-        clean = await self.engine.stop(timeout)
+        sources = [s for s in (self.source, self.deferred_source) if s is not None]
+        for source in sources:
+            source.stop_fetching()
+        for task in fetching:
+            if task is not None and not task.done():
+                try:
+                    await asyncio.wait_for(task, timeout=5)
+                except (TimeoutError, asyncio.CancelledError):
+                    task.cancel()
+        deadline = time.monotonic() + timeout
+        await self.policy_stage.stop(timeout)  # decisions and deferred writes under way finish first
+        clean = await self.engine.stop(max(0.0, deadline - time.monotonic()))
         await self.limiter.stop()
-        try:
-            await self.source.close()
-        except Exception:
-            log.exception("closing the consumer failed")
+        for source in sources:
+            try:
+                await source.close()
+            except Exception:
+                log.exception("closing a consumer failed")
         for task in list(self._background):
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.dlq.stop()
+        if self.deferred_sink is not None:
+            await self.deferred_sink.stop()
         await self.client.close()
         await self.status.stop()
         log.info(

@@ -8,11 +8,12 @@ children on hot paths are cached. Methods are named after what happened, not aft
 from __future__ import annotations
 
 import contextlib
+import copy
 import platform
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from math import isnan
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -20,9 +21,15 @@ from prometheus_client.registry import Collector
 
 from bridge import __version__
 
+if TYPE_CHECKING:
+    from bridge.rules.policies import RulePolicy
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUOTA_OPS = ("lease", "ban", "beat", "leave", "load")  # round trips of the shared quota to Redis
 HTTP_CLOSE_REASONS = ("limit", "request_timeout", "write_timeout", "idle_timeout", "bad_request")
+# dead letters of notification hygiene: a deferred-topic record that cannot be read; a message the deferred
+# topic refuses as too large (even a digest item without its event)
+POLICY_DEAD_LETTER_REASONS = ("invalid_deferred", "deferral_too_large")
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -306,6 +313,42 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # --- notification hygiene (issue 15): rule policies, the deferred topic, the policy state in Redis
+        self.policy_outcomes = Counter(
+            "bridge_policy_total",
+            "Verdicts of rule policies, by rule, policy (dedupe, quiet_hours, limit, digest) and action (pass, drop,"
+            " defer, digest, fold; digests when sent: summary, single, fallback).",
+            ["rule", "policy", "action"],
+            registry=r,
+        )
+        self.policy_state_degraded = Gauge(
+            "bridge_policy_state_degraded",
+            "1 while Redis is unusable and policies decide with this instance's own counters and windows.",
+            registry=r,
+        )
+        self.policy_state_errors = Counter(
+            "bridge_policy_state_errors_total",
+            "Policy decisions Redis failed or did not answer in time (decided in this process instead).",
+            registry=r,
+        )
+        self.deferred_waiting = Gauge(
+            "bridge_deferred_waiting_messages",
+            "Deferred messages and digest items read from the deferred topic, waiting until they are due.",
+            registry=r,
+        )
+        self.deferred_overdue = Gauge(
+            "bridge_deferred_overdue_seconds",
+            "How long the most overdue waiting deferred message has been due (0 when none is): stays near 0.",
+            registry=r,
+        )
+        self.deferred_write_failures = Counter(
+            "bridge_deferred_write_failures_total",
+            "Failed attempts to write to the deferred topic (retried; the source record's offset waits).",
+            registry=r,
+        )
+        self.deferred_assigned_partitions = Gauge(
+            "bridge_deferred_assigned_partitions", "Partitions of the deferred topic this instance holds.", registry=r
+        )
         if not enabled:  # `metrics.enabled: false`: every collector becomes a no-op (also for benchmarks)
             for name, value in list(vars(self).items()):
                 if isinstance(value, Counter | Gauge | Histogram):
@@ -319,6 +362,7 @@ class Metrics:
         self._quota_children: dict[str, Any] = {}
         self._missing_children: dict[tuple[str, str], Any] = {}
         self._http_children: dict[str, Any] = {}
+        self._policy_children: dict[tuple[str, str, str], Any] = {}
         self._limiter_wait = self._buffer(_Samples(self.rate_limit_wait))
 
     def _buffer(self, wrapper: _B) -> _B:
@@ -332,12 +376,12 @@ class Metrics:
         for invalid in InvalidReason:
             self.records_invalid.labels(invalid.value)
             self.dead_letters.labels(invalid.value)
-        for reason in ("mapping_error", "rejected", "retries_exhausted", "max_age"):
+        for reason in ("mapping_error", "rejected", "retries_exhausted", "max_age", *POLICY_DEAD_LETTER_REASONS):
             self.dead_letters.labels(reason)
         for reason in HTTP_CLOSE_REASONS:
             self.http_connections_closed.labels(reason)
         for rule in rules:
-            for outcome in ("delivered", "dead_lettered", "skipped_stale"):
+            for outcome in ("delivered", "dead_lettered", "skipped_stale", "dropped_by_policy"):
                 self.messages.labels(rule, outcome)
             self.rule_matches.labels(rule)
             self.event_to_delivery.labels(rule)
@@ -460,6 +504,40 @@ class Metrics:
         """A round trip of the shared quota to Redis failed or timed out (not on a hot path)."""
         self.quota_redis_errors.labels(op).inc()
 
+    # --- notification hygiene (issue 15)
+    def policy_step(self, rule: str, policy: str, action: str) -> None:
+        """A policy of `rule` gave its verdict `action` on a message (or a digest was sent)."""
+        key = (rule, policy, action)
+        child = self._policy_children.get(key)
+        if child is None:
+            child = self._policy_children[key] = self.policy_outcomes.labels(rule, policy, action)
+        child.inc()
+
+    def prime_policies(self, policies: dict[str, RulePolicy]) -> None:
+        """Create each rule's policy verdicts at 0 (so the first one is visible to rate()/increase())."""
+        for rule, policy in policies.items():
+            for name, actions in policy_actions(policy):
+                for action in actions:
+                    self.policy_outcomes.labels(rule, name, action)
+
+    def for_deferred_source(self) -> Metrics:
+        """The metrics the deferred topic's consumer updates: its partitions are no source lag (records wait
+        there until due, on purpose), so the per-partition gauges and rebalance counts are left out, and its
+        assigned partitions have a gauge of their own."""
+        view = copy.copy(self)
+        for name in (
+            "consumer_lag",
+            "oldest_age",
+            "committed_offset",
+            "partition_window",
+            "partition_paused",
+            "commit_metadata_bytes",
+            "rebalances",
+        ):
+            setattr(view, name, _NULL)
+        view.assigned_partitions = self.deferred_assigned_partitions
+        return view
+
     def set_paused(self, reason: str | None) -> None:
         """Systemic pause on (with its reason) or off."""
         for labels in list(self.paused._metrics):
@@ -570,3 +648,15 @@ class _Flush(Collector):
         for wrapper in self._buffered:
             wrapper.flush()
         return []
+
+
+def policy_actions(policy: RulePolicy) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(policy, the verdicts it can give) for each policy a rule has."""
+    if policy.dedupe is not None:
+        yield "dedupe", ("pass", "drop")
+    if policy.quiet_hours is not None:
+        yield "quiet_hours", ("pass", policy.quiet_hours.action)
+    if policy.limit is not None:
+        yield "limit", ("pass", policy.limit.over)
+    if policy.digest is not None:
+        yield "digest", ("fold", "summary", "single", "fallback")

@@ -8,6 +8,7 @@
               ├─► MappingFailure ──────────────────────► dead letter (mapping_error)
               └─► Mapped ──────────────────────────────► Job ─► engine.submit()
                     (a fan-out element final before a restart, same mapping: skipped, counted)
+                    (its rule has policies: ─► the policy stage, `bridge.policy.stage`, decides first)
 
 The pipeline knows nothing of Kafka clients: a source hands it records with their partition state, and asks
 it for back-pressure (`unfinished`) and for draining on revoke (`wait_partitions_quiet`). The rules can be
@@ -26,6 +27,7 @@ from bridge.kafka.codec import Invalid, decode_value
 from bridge.kafka.progress import items_digest
 from bridge.metrics import Metrics
 from bridge.models import Mapped, MappingFailure, RecordMeta
+from bridge.policy.stage import PolicyWork
 from bridge.rules import RuleSet
 from bridge.settings import Settings
 from bridge.work import DeadLetter, Job, PartitionState, RecordRef
@@ -58,6 +60,16 @@ class EnginePort(Protocol):
         ...
 
 
+class PolicyPort(Protocol):
+    """What the pipeline needs of the policy stage (`bridge.policy.stage.PolicyStage`)."""
+
+    pending: int
+
+    def submit(self, work: PolicyWork) -> None:
+        """Accept a message of a rule with policies (non-blocking)."""
+        ...
+
+
 class Pipeline:
     """Turns fetched records into delivery jobs and keeps each partition's commit bookkeeping."""
 
@@ -69,8 +81,11 @@ class Pipeline:
         metrics: Metrics,
         *,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        policies: PolicyPort | None = None,
     ) -> None:
         self._max_record_bytes = settings.kafka.max_record_bytes
+        self._policies = policies
+        _check_policies(rules, policies)
         self._rules = rules
         self._engine = engine
         self._m = metrics
@@ -96,13 +111,17 @@ class Pipeline:
 
     def swap_rules(self, rules: RuleSet) -> None:
         """Map every record taken from now on with `rules` (jobs already submitted keep their messages)."""
+        _check_policies(rules, self._policies)
         self._rules = rules
         self._m.prime(rules.ids)
+        self._m.prime_policies(rules.policies)
 
     # ----------------------------------------------------------------- engine view for sources
     @property
     def unfinished(self) -> int:
         """Messages and dead letters accepted and not yet final (back-pressure for sources)."""
+        if self._policies is not None:
+            return self._engine.unfinished + self._policies.pending
         return self._engine.unfinished
 
     async def wait_partitions_quiet(self, parts: list[PartitionState], timeout: float) -> bool:
@@ -172,11 +191,20 @@ class Pipeline:
         else:
             offsets.track(meta.offset, len(items), meta.timestamp_ms)
         key_of = self._key
+        policies = self._rules.policies
+        ctx = None
         for index, item in enumerate(items):
             if index in done:
                 continue
             if isinstance(item, Mapped):
-                self._engine.submit(Job(item.rule, item.message, ref, key_of(item, meta), index))
+                policy = policies.get(item.rule) if policies else None
+                if policy is None:
+                    self._engine.submit(Job(item.rule, item.message, ref, key_of(item, meta), index))
+                    continue
+                if ctx is None:  # what the policies' templates see (dedupe key) and a digest keeps
+                    ctx = self._rules.context(decoded, map_meta)
+                assert self._policies is not None  # checked when the rules were set
+                self._policies.submit(PolicyWork(policy, item, ref, key_of(item, meta), index, ctx, map_meta))
             else:
                 self._m.mapping_errors.labels(item.rule, item.field).inc()
                 self._engine.dead_letter(
@@ -189,6 +217,11 @@ class Pipeline:
                         index=index,
                     )
                 )
+
+
+def _check_policies(rules: RuleSet, stage: PolicyPort | None) -> None:
+    if rules.policies and stage is None:
+        raise ValueError(f"rules with policies ({', '.join(rules.policies)}) need a policy stage")
 
 
 def _item_tag(item: Mapped | MappingFailure) -> str:

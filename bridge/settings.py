@@ -52,7 +52,7 @@ TopicName = Annotated[str, AfterValidator(_topic_name)]
 # The keys of the topics the bridge writes to. None may be a topic the bridge consumes (it would read its own
 # output: one bad record in a consumed DLQ becomes a dead letter of a dead letter, forever). Add a key here when
 # the bridge writes to a new topic; declare its field after `topics` and `topic_pattern`.
-WRITTEN_TOPIC_KEYS = ("dead_letter_topic",)
+WRITTEN_TOPIC_KEYS = ("dead_letter_topic", "deferred_topic")
 
 
 class _Model(BaseModel):
@@ -172,6 +172,12 @@ class KafkaSettings(_Model):
     """Where a NEW group starts; `latest` avoids replaying history at users."""
     dead_letter_topic: TopicName = "campus-bridge.dlq"
     """Topic for records and messages that cannot be delivered."""
+    deferred_topic: TopicName | None = None
+    """Topic holding messages that rule policies deferred (quiet hours, limits) or gathered into digests until
+    they are due; the bridge writes and reads it. Required by rules whose policies defer; null = none."""
+    deferred_group_id: str | None = None
+    """Consumer group that reads `deferred_topic` (default `<group_id>.deferred`): its own group, so rebalances
+    of the source topics never move the deferred messages waiting in memory, and the other way round."""
     max_record_bytes: PositiveInt = 1_048_576
     """Records with a larger value are dead-lettered as `oversized`."""
     fetch_max_records: PositiveInt = 500
@@ -219,7 +225,11 @@ class KafkaSettings(_Model):
 
     @field_validator(*WRITTEN_TOPIC_KEYS)
     @classmethod
-    def _not_consumed(cls, v: str, info: ValidationInfo) -> str:
+    def _not_consumed(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        if info.field_name == "deferred_topic" and v == info.data.get("dead_letter_topic"):
+            raise ValueError("is the dead-letter topic: the deferred messages need a topic of their own")
         how = consumed_by(v, info.data.get("topics") or (), info.data.get("topic_pattern"))
         if how is not None:
             raise ValueError(
@@ -233,6 +243,11 @@ class KafkaSettings(_Model):
         if bool(self.topics) == bool(self.topic_pattern):
             raise ValueError("set exactly one of topics (a list) or topic_pattern (a regex)")
         return self
+
+    @property
+    def deferred_group(self) -> str:
+        """The consumer group of the deferred topic."""
+        return self.deferred_group_id or f"{self.group_id}.deferred"
 
 
 class BatchSettings(_Model):
@@ -318,8 +333,8 @@ class AdaptiveRate(_Model):
     """The rate never drops below this."""
 
 
-class SharedQuotaSettings(_Model):
-    """One gateway quota shared by every instance through Redis (GCRA in a Lua script, leases, shared bans)."""
+class RedisConnection(_Model):
+    """How to reach a Redis server."""
 
     redis_url: str
     """`redis://host:port/db` or `rediss://` (TLS); the password goes in `password`, not in the URL."""
@@ -331,14 +346,6 @@ class SharedQuotaSettings(_Model):
     """File holding the Redis password."""
     ssl_cafile: Path | None = None
     """CA bundle to verify the server with `rediss://` (default: system CAs)."""
-    key_prefix: str | None = Field(default=None, min_length=1)
-    """Prefix of the Redis keys; instances with the same prefix share one quota. Default `campus-bridge:<app key>`."""
-    lease: int = Field(default=5, ge=1, le=1000)
-    """Tokens taken per Redis round trip; unused ones expire after their slot (`lease / per_second`)."""
-    timeout_ms: int = Field(default=250, ge=1, le=60_000)
-    """Longest wait for one Redis round trip before falling back to the local limit (degraded mode)."""
-    expected_instances: int | None = Field(default=None, ge=1)
-    """Divisor of `per_second` in degraded mode; default: the live-instance count last seen in Redis."""
 
     @field_validator("redis_url")
     @classmethod
@@ -357,6 +364,34 @@ class SharedQuotaSettings(_Model):
                 raise ValueError("set password or password_file, not both")
             object.__setattr__(self, "password", _read_secret_file(self.password_file, "password"))
         return self
+
+
+class SharedQuotaSettings(RedisConnection):
+    """One gateway quota shared by every instance through Redis (GCRA in a Lua script, leases, shared bans)."""
+
+    key_prefix: str | None = Field(default=None, min_length=1)
+    """Prefix of the Redis keys; instances with the same prefix share one quota. Default `campus-bridge:<app key>`."""
+    lease: int = Field(default=5, ge=1, le=1000)
+    """Tokens taken per Redis round trip; unused ones expire after their slot (`lease / per_second`)."""
+    timeout_ms: int = Field(default=250, ge=1, le=60_000)
+    """Longest wait for one Redis round trip before falling back to the local limit (degraded mode)."""
+    expected_instances: int | None = Field(default=None, ge=1)
+    """Divisor of `per_second` in degraded mode; default: the live-instance count last seen in Redis."""
+
+
+class PolicyStateSettings(_Model):
+    """Where the rules' policies keep their counters, de-duplication keys and digest windows (docs/rules.md)."""
+
+    store: Literal["memory", "redis"] = "memory"
+    """`memory`: in this process (one instance, lost on restart); `redis`: shared by every instance with the same
+    `key_prefix`, kept across restarts — use it when several instances may notify the same recipient."""
+    redis: RedisConnection | None = None
+    """The Redis server of `store: redis`; default: the connection of `delivery.rate_limit.shared`."""
+    key_prefix: str | None = Field(default=None, min_length=1)
+    """Prefix of the Redis keys; instances with the same prefix share caps, dedupe keys and digest windows.
+    Default `campus-bridge:<kafka.group_id>:policy`."""
+    timeout_ms: int = Field(default=250, ge=1, le=60_000)
+    """Longest wait for one Redis decision before deciding with this process's own state (degraded mode)."""
 
 
 class RateLimit(_Model):
@@ -448,6 +483,16 @@ class DeliverySettings(_Model):
     """Events older than this (Kafka timestamp) are skipped and counted; null = never."""
     shutdown_timeout_seconds: PositiveFloat = 30.0
     """On SIGTERM, how long in-flight calls may finish."""
+    policy_state: PolicyStateSettings = PolicyStateSettings()
+    """Where rule policies (quiet hours, limit, dedupe, digest) keep their state."""
+
+    @model_validator(mode="after")
+    def _policy_redis(self) -> Self:
+        if self.policy_state.store == "redis" and self.policy_state.redis is None and self.rate_limit.shared is None:
+            raise ValueError(
+                "policy_state.store: redis needs policy_state.redis (redis_url …) or delivery.rate_limit.shared"
+            )
+        return self
 
 
 class RulesSettings(_Model):

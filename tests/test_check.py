@@ -118,6 +118,20 @@ async def test_check_passes_with_the_right_secret_and_nothing_reaches_the_simula
     assert sim.state.stats.total_requests == 1  # the one taobao.time.get
 
 
+async def test_check_with_a_deferred_topic_checks_it_and_its_consumer_group(
+    world: World, capsys: pytest.CaptureFixture[str], new_topic: TopicFactory
+) -> None:
+    deferred = await new_topic(1, prefix="check-deferred")
+    config, _ = await world(deferred_topic=deferred)
+    k = names(config)
+    code, lines, last = await bridge_check(config, capsys)
+    assert code == 0, "\n".join(lines.values())
+    assert list(lines)[-2:] == [f"kafka deferred topic {deferred}", f"kafka group {k['group_id']}.deferred"]
+    assert lines[f"kafka deferred topic {deferred}"].startswith("OK    ")
+    assert "1 partition, WRITE and READ allowed" in lines[f"kafka deferred topic {deferred}"]
+    assert last == "9 ok"
+
+
 async def test_check_fails_naming_the_code_with_a_wrong_secret(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:

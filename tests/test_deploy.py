@@ -175,7 +175,8 @@ def test_compose_file_is_consistent_with_the_demo_config() -> None:
     assert grace > settings.delivery.shutdown_timeout_seconds
     # the topics the bridge consumes are created by kafka-init
     init = " ".join(services["kafka-init"]["command"])
-    for topic in [*settings.kafka.topics, settings.kafka.dead_letter_topic]:
+    assert settings.kafka.deferred_topic is not None
+    for topic in [*settings.kafka.topics, settings.kafka.dead_letter_topic, settings.kafka.deferred_topic]:
         assert topic in init
 
 

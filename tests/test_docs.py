@@ -45,7 +45,8 @@ COVERED_ELSEWHERE = {
     "python -m bridge.configref": "this file (the reference section is compared with its output)",
     "mkdocs build": "Makefile (`make test` builds the site with --strict)",
     "systemctl": "tests/test_deploy.py checks the unit file",
-    "kafka-topics.sh": "tests/test_kafka_docs.py (the broker accepts the recommended dead-letter topic settings)",
+    "kafka-topics.sh": "tests/test_kafka_docs.py (the broker accepts the recommended dead-letter and deferred topic"
+    " settings)",
     "env -u": "tests/test_deploy.py (test_production_config_has_no_defaults_for_where_to_send_or_credentials)",
     "helm": "tests/test_helm_chart.py (lint and template run as written; `upgrade --install` rendered with the same "
     "flags by `helm template` and its config validated: no cluster here)",

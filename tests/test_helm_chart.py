@@ -437,3 +437,11 @@ def test_the_kubernetes_page_commands_render_validate_and_create_the_secrets_the
             assert r.returncode == 0, f"{command}\n{r.stderr}"
     assert installs >= 1
     assert created == referenced
+
+
+def test_with_the_shared_quota_the_policy_state_goes_to_the_same_redis(helm: str) -> None:
+    """Replicas share recipients: with sharedQuota the rule policies' state is in Redis, unless the config says."""
+    assert bridge_config(render(helm, "-f", str(FULL)))["delivery"]["policy_state"] == {"store": "redis"}
+    assert "policy_state" not in bridge_config(render(helm))["delivery"]
+    own = render(helm, "-f", str(FULL), "--set", "config.delivery.policy_state.store=memory")
+    assert bridge_config(own)["delivery"]["policy_state"] == {"store": "memory"}

@@ -85,20 +85,26 @@ async def test_security_example_loads_into_the_production_config_and_builds_a_ka
     await client.close()
 
 
-def dlq_create_command() -> list[str]:
-    [block] = re.findall(r"```sh\n(.*?)```", section("The dead-letter topic"), flags=re.DOTALL)
+def create_command(title: str) -> list[str]:
+    [block] = re.findall(r"```sh\n(.*?)```", section(title), flags=re.DOTALL)
     [line] = [line for line in block.splitlines() if line.startswith("kafka-topics.sh")]
     return shlex.split(line)
 
 
-async def test_recommended_dead_letter_topic_settings_are_accepted_by_a_real_broker(
-    kafka_bootstrap: str, new_topic: Callable[..., Awaitable[str]]
+@pytest.mark.parametrize(
+    ("title", "name"),
+    [("The dead-letter topic", "campus-bridge.dlq"), ("The deferred topic", "campus-bridge.deferred")],
+    ids=["dead-letter", "deferred"],
+)
+async def test_recommended_topic_settings_are_accepted_by_a_real_broker(
+    kafka_bootstrap: str, new_topic: Callable[..., Awaitable[str]], title: str, name: str
 ) -> None:
-    argv = dlq_create_command()
+    argv = create_command(title)
+    assert argv[argv.index("--topic") + 1] == name, "the name in config/bridge.yaml"
     configs = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--config")
     assert configs["max.message.bytes"] == str(2 * 1_048_576 + 65_536), "2 x max_record_bytes + 64 KiB"
-    assert int(configs["retention.ms"]) == 7 * 24 * 3600 * 1000
-    topic = await new_topic(int(argv[argv.index("--partitions") + 1]), prefix="dlq-doc", configs=configs)
+    assert int(configs["retention.ms"]) == 7 * 24 * 3600 * 1000  # deferred: above a 24 h hold plus an outage
+    topic = await new_topic(int(argv[argv.index("--partitions") + 1]), prefix="doc", configs=configs)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:

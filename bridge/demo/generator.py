@@ -2,6 +2,11 @@
 
 Each `Generated` says which topic it goes to, the record value (bytes), an optional record timestamp (for
 stale events) and what the demo should expect of it ("deliver", "stale", "malformed", "unmatched").
+
+With `bursts` (the default) the stream starts with what the rules' policies are for: a course announcement
+to a whole year (`NIGHT_STUDENTS` students, published at night: held by quiet hours), a like storm
+(`STORM_LIKES` likes on one student's post within a minute, some sent twice by the source system: capped,
+digested, de-duplicated), then the usual mix.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ _COMMENTS = ["同意，建议实行预约制。", "周末也有同样的问题�
 _COURSES = [("CS101", "数据结构"), ("MA201", "线性代数"), ("PH110", "大学物理"), ("EN120", "学术英语")]
 _FACILITIES = [("gym-court-3", "体育馆3号羽毛球场"), ("pool-1", "游泳馆"), ("lib-room-204", "图书馆研讨室204")]
 _TENANT = {"company_id": "10086", "corp_id": "ding5f2c8a9e3b7d41a0"}
+NIGHT_STUDENTS = 300  # the night-time announcement's fan-out
+STORM_LIKES = 40  # likes in the like storm (every fifth one emitted twice by the source system)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,7 @@ class CampusEventGenerator:
         malformed_share: float = 0.02,
         unmatched_share: float = 0.05,
         clock: Any = time.time,
+        bursts: bool = True,
     ) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
@@ -59,6 +67,7 @@ class CampusEventGenerator:
         self.unmatched_share = unmatched_share
         self.users = [self._user(i) for i in range(users)]
         self._seq = 0
+        self._scripted: list[Generated] = self.night_burst() + self.like_storm() if bursts else []
 
     def _user(self, i: int) -> dict[str, Any]:
         name = self.rng.choice(_SURNAMES) + self.rng.choice(_GIVEN) + self.rng.choice(["", *_GIVEN])
@@ -183,9 +192,40 @@ class CampusEventGenerator:
             },
         }
 
+    # ------------------------------------------------------------------ bursts the policies are for
+    def night_burst(self) -> list[Generated]:
+        """One announcement to a whole year of students, published at night (quiet hours hold it)."""
+        event = self.announcement()
+        event["announcement"]["title"] = "明早8点实验楼停电，实验课改到下午"
+        event["students"] = [dict(u) for u in self.users[:NIGHT_STUDENTS]]
+        return [Generated(COURSE, orjson.dumps(event), "deliver")]
+
+    def like_storm(self) -> list[Generated]:
+        """`STORM_LIKES` likes on one student's post in a minute; every fifth one the source emits twice."""
+        author = self.users[-1]
+        post = {"id": self._id("p"), "title": "期末复习资料汇总（持续更新）", "like_count": 0, "author": author}
+        out = []
+        for i in range(STORM_LIKES):
+            actor = self.users[i % (len(self.users) - 1)]
+            post = {**post, "like_count": i + 1}
+            event = {
+                "id": self._id("evt"),
+                "type": "post.liked",
+                "occurred_at": int(self.clock() * 1000),
+                "tenant": _TENANT,
+                "actor": actor,
+                "post": post,
+            }
+            out.append(Generated(FORUM, orjson.dumps(event), "deliver"))
+            if i % 5 == 4:
+                out.append(Generated(FORUM, orjson.dumps(event), "deliver"))  # the same event again
+        return out
+
     # ------------------------------------------------------------------ the stream
     def next(self) -> Generated:
         """The next record."""
+        if self._scripted:
+            return self._scripted.pop(0)
         u = self.rng.random()
         if u < self.malformed_share:
             bad = self.rng.choice([b"{not json", b"[1, 2, 3]", b"\xff\xfe not utf-8", b'"just a string"'])

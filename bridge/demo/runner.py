@@ -3,12 +3,20 @@
 scripts/kafka-local (broker) ── bridge gateway-sim ── bridge run -c config/demo.yaml
              ▲                                                     │
     generator (this process) ──► campus.*.events ──────────────────┘
+
+The rules' policies run on the demo's clock, so a few minutes show them all: the bridge gets copies of the
+rule files (in the demo's work folder; the shipped ones are unchanged) whose quiet hours are the next
+`NIGHT_SECONDS` (the campus night begins when the demo starts) and whose limit, dedupe and digest windows are
+`TIME_COMPRESSION` times shorter. The generator opens with a night-time announcement and a like storm.
+Done means nothing is left anywhere: every source record and every deferred message committed, and every
+message the rules made delivered, dropped by a policy (counted), or carried by a digest that was delivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import signal
 import sys
@@ -16,10 +24,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from glob import glob
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
-from aiokafka import AIOKafkaProducer
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -31,6 +44,8 @@ from bridge.rules import RuleSet
 from bridge.settings import Settings, load_settings
 
 PARTITIONS = 3
+NIGHT_SECONDS = 30  # the demo's campus night: from its start until this long after the rules are written
+TIME_COMPRESSION = 30  # the demo's limit, dedupe and digest windows are this many times shorter
 SIM_FAULTS = ["--latency-ms", "5", "--latency-jitter-ms", "20", "--isp-error-rate", "0.02", "--http-503-rate", "0.01"]
 
 
@@ -77,8 +92,51 @@ def sends_only_to_the_simulator(config: Path) -> str | None:
     )
 
 
-def _sum(metrics: dict[str, float], name: str, contains: str = "") -> float:
-    return sum(v for k, v in metrics.items() if k.startswith(name + "{") and contains in k)
+def _sum(metrics: dict[str, float], name: str, *contains: str) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith(name + "{") and all(c in k for c in contains))
+
+
+def demo_clock_rule(rule: Any, now: float) -> Any:
+    """A copy of a raw rule with its policies on the demo's clock (see the module docstring)."""
+    if not isinstance(rule, dict):
+        return rule
+    out = copy.deepcopy(rule)
+    quiet = out.get("quiet_hours")
+    if isinstance(quiet, dict) and isinstance(quiet.get("timezone"), str):
+        local = datetime.fromtimestamp(now, ZoneInfo(quiet["timezone"]))
+        quiet["from"] = (local - timedelta(seconds=1)).strftime("%H:%M:%S")
+        quiet["to"] = (local + timedelta(seconds=NIGHT_SECONDS)).strftime("%H:%M:%S")
+    for key, field in (("limit", "per_seconds"), ("dedupe", "window_seconds"), ("digest", "window_seconds")):
+        block = out.get(key)
+        if isinstance(block, dict) and isinstance(block.get(field), int | float):
+            block[field] = max(1.0, block[field] / TIME_COMPRESSION)
+    return out
+
+
+def demo_clock_config(config: Path, settings: Settings, workdir: Path, now: float) -> Path:
+    """A copy of `config` (in `workdir`) whose rules (inline and every rule file) run on the demo's clock."""
+    rules_dir = workdir / "rules"
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    for old in rules_dir.glob("*.yaml"):
+        old.unlink()
+    for index, pattern in enumerate(settings.rules.rule_files):
+        full = Path(pattern) if Path(pattern).is_absolute() else settings.base_dir / pattern
+        for n, path in enumerate(sorted(glob(str(full), recursive=True))):
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            data["rules"] = [demo_clock_rule(r, now) for r in data.get("rules") or []]
+            target = rules_dir / f"{index:02d}-{n:03d}-{Path(path).name}"
+            target.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    section = raw.get("rules")
+    if isinstance(section, list):
+        section = {"inline": section}
+    section = dict(section or {})
+    section["inline"] = [demo_clock_rule(r, now) for r in section.get("inline") or []]
+    section["rule_files"] = [str(rules_dir / "*.yaml")]
+    raw["rules"] = section
+    out = workdir / config.name
+    out.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return out
 
 
 class Demo:
@@ -91,6 +149,7 @@ class Demo:
         self.stack = LocalStack(workdir)
         self.bridge: BridgeProc | None = None
         self.expected = Expected()
+        self.group = ""
 
     def log(self, text: str) -> None:
         """Progress to stderr."""
@@ -106,12 +165,16 @@ class Demo:
         self.log(f"  simulated gateway at {sim_url}")
         await self._create_topics(bootstrap)
         metrics_port = 9464 if _port_free(9464) else free_port()
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            SIM_URL_ENV: sim_url,
-            "BRIDGE_GROUP_ID": f"campus-bridge-demo-{uuid.uuid4().hex[:8]}",
-        }
-        self.bridge = self.stack.start_bridge(self.config, env=env, metrics_port=metrics_port)
+        self.group = f"campus-bridge-demo-{uuid.uuid4().hex[:8]}"
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, SIM_URL_ENV: sim_url, "BRIDGE_GROUP_ID": self.group}
+        now = time.time()
+        config = demo_clock_config(self.config, self.settings, self.stack.workdir, now)
+        night_ends = datetime.fromtimestamp(now + NIGHT_SECONDS).strftime("%H:%M:%S")
+        self.log(
+            f"  demo clock: the campus night lasts until {night_ends} (quiet hours moved to now); limit, dedupe and"
+            f" digest windows are {TIME_COMPRESSION}x shorter (copies of the rules in {self.stack.workdir}/rules)"
+        )
+        self.bridge = self.stack.start_bridge(config, env=env, metrics_port=metrics_port)
         await asyncio.to_thread(self.stack.wait_bridge, self.bridge, PARTITIONS * len(TOPICS), 90.0)
         self.log(f"  bridge running: metrics {self.bridge.metrics_url}/metrics  ready {self.bridge.metrics_url}/readyz")
         self.log(f"  delivered messages: {sim_url.replace('/router/rest', '/_sim/messages')}")
@@ -122,6 +185,8 @@ class Demo:
         await admin.start()
         try:
             names = [*TOPICS, self.settings.kafka.dead_letter_topic]
+            if self.settings.kafka.deferred_topic:
+                names.append(self.settings.kafka.deferred_topic)
             for name in names:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
@@ -149,19 +214,59 @@ class Demo:
         status, body = http_get(sim.replace("/router/rest", "/_sim/stats"))
         accepted = orjson.loads(body).get("accepted", 0) if status == 200 else 0
         return {
-            "consumed": m.get("bridge_records_consumed_total", 0.0),
+            "consumed": _sum(m, "bridge_records_consumed_total") - _deferred(m, self.settings),
             "delivered": _sum(m, "bridge_messages_total", 'outcome="delivered"'),
             "retried": m.get("bridge_retries_total", 0.0),
             "dead_lettered": m.get("bridge_dead_letters_total", 0.0),
             "stale": _sum(m, "bridge_messages_total", 'outcome="skipped_stale"'),
+            "dropped": _sum(m, "bridge_messages_total", 'outcome="dropped_by_policy"'),
+            "held": m.get("bridge_deferred_waiting_messages", 0.0),
+            "folded": _sum(m, "bridge_policy_total", 'policy="digest"', 'action="fold"'),
+            "digests": _sum(m, "bridge_policy_total", 'policy="digest"', 'action="summary"')
+            + _sum(m, "bridge_policy_total", 'policy="digest"', 'action="single"'),
             "lag": m.get("bridge_consumer_lag_messages", 0.0),
             "accepted": float(accepted),
         }
 
+    def expected_deliveries(self, s: dict[str, float]) -> int:
+        """Messages the gateway should get: every one the rules made, less those a policy dropped, with the
+        ones folded into digests counted as the digests sent."""
+        return int(self.expected.messages - s["dropped"] - s["folded"] + s["digests"])
+
     def done(self, s: dict[str, float]) -> bool:
-        """Everything expected was delivered, dead-lettered or skipped."""
+        """Everything expected was delivered (directly, deferred or in a digest), dropped, dead-lettered or skipped."""
         e = self.expected
-        return s["accepted"] >= e.messages and s["dead_lettered"] >= e.dead_letters and s["stale"] >= e.stale
+        return (
+            s["accepted"] >= self.expected_deliveries(s)
+            and s["dead_lettered"] >= e.dead_letters
+            and s["stale"] >= e.stale
+            and s["held"] == 0
+        )
+
+    async def nothing_left(self) -> bool:
+        """The bridge committed every source record, and every deferred message (its own group) to the end."""
+        k = self.settings.kafka
+        groups = [(self.group, list(TOPICS))]
+        if k.deferred_topic:
+            groups.append((f"{self.group}.deferred", [k.deferred_topic]))
+        assert self.stack.bootstrap is not None
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.stack.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.bootstrap)
+        await admin.start()
+        await consumer.start()
+        try:
+            for group, topics in groups:
+                committed = await admin.list_consumer_group_offsets(group)
+                parts = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+                ends = await consumer.end_offsets(parts)
+                for tp, end in ends.items():
+                    done = committed.get(tp)
+                    if end > 0 and (done is None or done.offset < end):
+                        return False
+            return True
+        finally:
+            await consumer.stop()
+            await admin.close()
 
     async def report(
         self, stop: asyncio.Event, feeding: asyncio.Task[None], exit_when_done: bool, timeout: float
@@ -180,13 +285,18 @@ class Demo:
             last_delivered, last_t = s["delivered"], now
             e = self.expected
             print(
-                f"produced {e.produced:>6}  consumed {s['consumed']:>6.0f}  delivered {s['delivered']:>6.0f}"
-                f"/{e.messages:<6}  retried {s['retried']:>4.0f}  dead-lettered {s['dead_lettered']:>3.0f}"
-                f"/{e.dead_letters:<3}  stale {s['stale']:>3.0f}  lag {s['lag']:>4.0f}  rate {rate:6.1f}/s",
+                f"produced {e.produced:>6}  consumed {s['consumed']:>6.0f}  delivered {s['accepted']:>6.0f}"
+                f"/{self.expected_deliveries(s):<6}  held {s['held']:>4.0f}  digested {s['folded']:>3.0f}"
+                f"  dropped {s['dropped']:>3.0f}  retried {s['retried']:>4.0f}  dead-lettered"
+                f" {s['dead_lettered']:>3.0f}/{e.dead_letters:<3}  stale {s['stale']:>3.0f}  lag {s['lag']:>4.0f}"
+                f"  rate {rate:6.1f}/s",
                 flush=True,
             )
-            if exit_when_done and feeding.done() and self.done(s):
-                self.log("all expected messages delivered, malformed records dead-lettered, stale ones skipped")
+            if exit_when_done and feeding.done() and self.done(s) and await self.nothing_left():
+                self.log(
+                    "all expected messages delivered (night-time ones when the night ended, likes over the cap in"
+                    " digests), duplicates dropped, malformed records dead-lettered, stale ones skipped"
+                )
                 return 0
             if exit_when_done and now > deadline:
                 self.log(f"timed out after {timeout:.0f}s; expected {e}, saw {s}")
@@ -236,6 +346,12 @@ async def run_producer(settings: Settings, *, events: int | None, rate: float, s
     finally:
         await producer.stop()
     return 0
+
+
+def _deferred(metrics: dict[str, float], settings: Settings) -> float:
+    """Records the bridge consumed from the deferred topic (its own messages coming back when due)."""
+    topic = settings.kafka.deferred_topic
+    return metrics.get(f'bridge_records_consumed_total{{topic="{topic}"}}', 0.0) if topic else 0.0
 
 
 def _port_free(port: int) -> bool:

@@ -101,6 +101,24 @@ class Beat:
     ban_left: float
 
 
+def redis_options(
+    url: str, timeout: float, *, username: str | None, password: str | None, ssl_cafile: str | None, name: str
+) -> dict[str, Any]:
+    """Connection options of the bridge's Redis clients (the shared quota's, the policy state's)."""
+    options: dict[str, Any] = {
+        "username": username,
+        "password": password,
+        "socket_connect_timeout": timeout,
+        # one immediate retry on a fresh connection: after Redis restarts, every pooled connection is stale
+        # and fails once; beyond that the caller falls back (degraded mode) rather than retry inside a call
+        "retry": Retry(NoBackoff(), 1),
+        "client_name": name,
+    }
+    if url.startswith("rediss://") and ssl_cafile:
+        options["ssl_ca_certs"] = ssl_cafile
+    return options
+
+
 def _float(value: Any) -> float:
     return float(value.decode() if isinstance(value, bytes) else value)
 
@@ -127,17 +145,9 @@ class RedisQuotaStore:
         self._timeout = timeout
         self._m = metrics
         self._now = now
-        options: dict[str, Any] = {
-            "username": username,
-            "password": password,
-            "socket_connect_timeout": timeout,
-            # one immediate retry on a fresh connection: after Redis restarts, every pooled connection is stale
-            # and fails once; beyond that we fall back (degraded mode) rather than retry inside a call
-            "retry": Retry(NoBackoff(), 1),
-            "client_name": "campus-bridge",
-        }
-        if url.startswith("rediss://") and ssl_cafile:
-            options["ssl_ca_certs"] = ssl_cafile
+        options = redis_options(
+            url, timeout, username=username, password=password, ssl_cafile=ssl_cafile, name="campus-bridge"
+        )
         self._client: Redis = Redis.from_url(url, socket_timeout=timeout, **options)
         # pub/sub blocks on reads: no socket timeout there; a ping every few seconds finds a dead link
         self._sub_client: Redis = Redis.from_url(url, health_check_interval=5, **options)

@@ -1,5 +1,6 @@
 """`bridge check`'s Kafka probes: the brokers answer, the source topics exist and may be read, the consumer group
-can be described (and joined), the dead-letter topic exists and may be written. Nothing is consumed or written.
+can be described (and joined), the dead-letter topic exists and may be written, and (with `deferred_topic`) the
+deferred topic exists and may be written and read, and its consumer group joined. Nothing is consumed or written.
 
 Permissions are read, not tried: a Metadata request v8 (KIP-430) asks the broker which operations this
 client's principal may perform on each topic (READ on the sources, WRITE on the dead-letter topic), and
@@ -219,6 +220,24 @@ def assess_dead_letter(info: TopicInfo, auto_create: bool | None) -> Check:
     return _assess_topic(name, info, WRITE, "WRITE", ": create it")
 
 
+def assess_deferred(info: TopicInfo) -> Check:
+    """The deferred topic (rule policies hold messages there): it exists, and this principal may write and read
+    it (pure). A missing one is a failure even where the broker would create it: its retention must outlast the
+    longest hold, which a broker default may not."""
+    name = f"kafka deferred topic {info.name}"
+    for operation, what in ((WRITE, "WRITE"), (READ, "READ")):
+        check = _assess_topic(name, info, operation, what, ": create it (docs/deployment.md, 'The deferred topic')")
+        if check.status is not Status.OK:
+            return check
+    partitions = f"{info.partitions} partition{'s' if info.partitions != 1 else ''}"
+    reported = allows(info.operations, WRITE) is not None
+    return Check(
+        name,
+        Status.OK,
+        f"{partitions}, " + ("WRITE and READ allowed" if reported else "permissions not reported by the broker"),
+    )
+
+
 def assess_group(group_id: str, described: dict[str, Any] | None, error: str | None) -> Check:
     """The consumer group: it can be described, and joined (READ) (pure)."""
     name = f"kafka group {group_id}"
@@ -266,6 +285,9 @@ async def probe(settings: KafkaSettings, *, timeout_seconds: float = 10.0) -> li
             checks += await _topics(client, settings)
             checks.append(await _group(client, admin, settings.group_id))
             checks.append(await _dead_letter(client, admin, settings.dead_letter_topic))
+            if settings.deferred_topic is not None:
+                checks.append(await _deferred(client, settings.deferred_topic))
+                checks.append(await _group(client, admin, settings.deferred_group))
     except TimeoutError:
         checks.append(Check("kafka", Status.FAIL, f"no answer within {timeout_seconds:g} s"))
     finally:
@@ -315,6 +337,14 @@ async def _dead_letter(client: AIOKafkaClient, admin: AIOKafkaAdminClient, topic
     if info.error_code == UNKNOWN_TOPIC:
         auto_create = await _broker_auto_creates(admin, client.get_random_node())
     return assess_dead_letter(info, auto_create)
+
+
+async def _deferred(client: AIOKafkaClient, topic: str) -> Check:
+    try:
+        (info,) = await _metadata(client, [topic])
+    except Exception as exc:
+        return Check(f"kafka deferred topic {topic}", Status.FAIL, f"metadata request failed: {_failure(exc)}")
+    return assess_deferred(info)
 
 
 async def _broker_auto_creates(admin: AIOKafkaAdminClient, node_id: int) -> bool | None:

@@ -88,7 +88,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaSource:
-    """Consumes the configured topics and feeds the pipeline."""
+    """Consumes the configured topics and feeds the pipeline.
+
+    With `topic`, it consumes that one topic in group `group_id` from the earliest offset a new group finds
+    instead: the deferred topic, whose every record must be read (`bridge.policy.deferred_pipeline`).
+    """
 
     def __init__(
         self,
@@ -97,9 +101,13 @@ class KafkaSource:
         metrics: Metrics,
         *,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        topic: str | None = None,
+        group_id: str | None = None,
     ) -> None:
         self._s = settings
         self._k = settings.kafka
+        self._topic = topic
+        self._group_id = group_id or settings.kafka.group_id
         self._pipeline = pipeline
         self._m = metrics
         self._wall_ms = wall_ms
@@ -120,10 +128,10 @@ class KafkaSource:
         k = self._k
         return AIOKafkaConsumer(
             **connection_options(k),
-            group_id=k.group_id,
+            group_id=self._group_id,
             group_instance_id=k.group_instance_id,
             enable_auto_commit=False,
-            auto_offset_reset=k.auto_offset_reset,
+            auto_offset_reset="earliest" if self._topic is not None else k.auto_offset_reset,
             session_timeout_ms=k.session_timeout_ms,
             heartbeat_interval_ms=k.heartbeat_interval_ms,
             max_poll_interval_ms=k.max_poll_interval_ms,
@@ -157,7 +165,9 @@ class KafkaSource:
         self.kafka_error = None
         self._last_broker_ok = time.monotonic()
         listener = _Listener(self, consumer)
-        if k.topic_pattern:
+        if self._topic is not None:
+            consumer.subscribe(topics=[self._topic], listener=listener)
+        elif k.topic_pattern:
             consumer.subscribe(pattern=k.topic_pattern, listener=listener)
         else:
             consumer.subscribe(topics=list(k.topics), listener=listener)

@@ -65,10 +65,13 @@ class CompiledMessage:
 
 
 class _Builder:
-    def __init__(self, compiler: Compiler, phone: re.Pattern[str], has_item: bool) -> None:
+    def __init__(
+        self, compiler: Compiler, phone: re.Pattern[str], has_item: bool, names: tuple[str, ...] = CONTEXT_NAMES
+    ) -> None:
         self.compiler = compiler
         self.phone = phone
         self.has_item = has_item
+        self.names = names
         self.problems: list[Problem] = []
         self.roots: set[str] = set()
 
@@ -84,16 +87,21 @@ class _Builder:
 
     def check_roots(self, expr: Expression, path: tuple[str | int, ...]) -> None:
         self.roots |= expr.roots
-        for reason in root_problems(expr, has_item=self.has_item, where=dotted(path)):
+        for reason in root_problems(expr, has_item=self.has_item, where=dotted(path), names=self.names):
             self.problems.append((path, reason))
 
 
-def root_problems(expr: Expression, *, has_item: bool, where: str) -> list[str]:
-    """Why an expression's names do not fit the context (unknown name, `item` outside for_each)."""
+def root_problems(expr: Expression, *, has_item: bool, where: str, names: tuple[str, ...] = CONTEXT_NAMES) -> list[str]:
+    """Why an expression's names do not fit the context `names` (unknown name, `item` outside for_each)."""
+
+    def hint(name: str) -> str:
+        if names == CONTEXT_NAMES:
+            return f"event.{name}"
+        return f"{names[0]}[0].{name}" if name in CONTEXT_NAMES else f"{names[0]}[0].event.{name}"  # a digest's
+
     problems = [
-        f"`{expr.source}` reads `{name}`, which is not in the context (event, item, kafka, headers);"
-        f" did you mean event.{name}?"
-        for name in sorted(expr.roots - {"@", *CONTEXT_NAMES})
+        f"`{expr.source}` reads `{name}`, which is not in the context ({', '.join(names)}); did you mean {hint(name)}?"
+        for name in sorted(expr.roots - {"@", *names})
     ]
     if "item" in expr.roots and not has_item:
         if where in {"when", "for_each"}:
@@ -104,17 +112,28 @@ def root_problems(expr: Expression, *, has_item: bool, where: str) -> list[str]:
 
 
 def compile_message(
-    raw: dict[str, Any], compiler: Compiler, *, phone: re.Pattern[str], has_item: bool, rule_id: str = "rule"
+    raw: dict[str, Any],
+    compiler: Compiler,
+    *,
+    phone: re.Pattern[str],
+    has_item: bool,
+    rule_id: str = "rule",
+    names: tuple[str, ...] = CONTEXT_NAMES,
+    partial: bool = False,
 ) -> tuple[CompiledMessage, list[Problem]]:
-    """Compile a rule's `message` mapping; problems are returned, never raised."""
-    b = _Builder(compiler, phone, has_item)
+    """Compile a rule's `message` mapping; problems are returned, never raised.
+
+    `names`: the context its expressions may read. `partial`: only some fields, laid over a message made
+    elsewhere (a digest's summary over the folded messages), so no field is required.
+    """
+    b = _Builder(compiler, phone, has_item, names)
     constants: dict[str, Any] = {}
     plans: list[FieldPlan] = []
     for key in raw:
         if key not in MESSAGE_KEYS:
             hint = " (msg_key is generated: set idempotency_key on the rule)" if key == "msg_key" else ""
             b.problems.append(((str(key),), f"unknown key{hint}"))
-    if "event_type" not in raw:
+    if "event_type" not in raw and not partial:
         b.problems.append(((), "event_type is required (push_app, mobile_receiver or account_receiver)"))
     for name in ("event_time_millis", "json_data", *TEXT_FIELDS):
         if name not in raw:
@@ -135,7 +154,7 @@ def compile_message(
                 constants[name] = result
         else:
             plans.append(FieldPlan(name, spec, finish, check))
-    _check_constants(b, constants, raw)
+    _check_constants(b, constants, raw, partial)
     if b.problems:
         return CompiledMessage(constants, (), lambda _ctx: [], None, frozenset(b.roots), ""), b.problems
     # With for_each, what does not read `item` is rendered once per event, the rest once per element.
@@ -177,13 +196,13 @@ def _template_spec(template: Template) -> Spec:
     return Text(template.head, template.parts)
 
 
-def _check_constants(b: _Builder, constants: dict[str, Any], raw: dict[str, Any]) -> None:
+def _check_constants(b: _Builder, constants: dict[str, Any], raw: dict[str, Any], partial: bool) -> None:
     event_type = constants.get("event_type")
     if event_type is not None and event_type not in EVENT_TYPES:
         b.problems.append(
             (("event_type",), f"{event_type!r} is not one of account_receiver, mobile_receiver, push_app")
         )
-    if event_type == "mobile_receiver" and raw.get("mobile_receiver") in (None, ""):
+    if event_type == "mobile_receiver" and raw.get("mobile_receiver") in (None, "") and not partial:
         where = ("mobile_receiver",) if "mobile_receiver" in raw else ()
         b.problems.append((where, "mobile_receiver is required when event_type is mobile_receiver"))
 

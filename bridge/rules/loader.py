@@ -44,6 +44,7 @@ def compile_rules(
         path_prefix=path_prefix,
     )
     issues += duplicate_ids(rules)
+    issues += limit_group_issues(rules)
     if issues:
         raise ConfigError(issues)
     return RuleSet(rules, msg_key=options.msg_key, random_uuid=random_uuid)
@@ -78,6 +79,8 @@ def load_rules(settings: Settings, *, random_uuid: Callable[[], uuid.UUID] = uui
         issues += problems
     issues += duplicate_ids(rules)
     issues += _unconsumed_topics(settings, rules)
+    issues += limit_group_issues(rules)
+    issues += _deferral_needs_a_topic(settings, rules)
     if issues:
         raise ConfigError(issues)
     return RuleSet(rules, msg_key=options.msg_key, random_uuid=random_uuid)
@@ -138,4 +141,41 @@ def _unconsumed_topics(settings: Settings, rules: list[Rule]) -> list[ConfigIssu
             listed = ", ".join(sorted(k.topics)) or f"pattern {k.topic_pattern}"
             message = f"rule {rule.id}: topic {topic!r} is not consumed (kafka.topics: {listed})"
             issues.append(ConfigIssue(rule.file, f"{rule.path}.topics", message, rule.line))
+    return issues
+
+
+def limit_group_issues(rules: Sequence[Rule]) -> list[ConfigIssue]:
+    """Rules sharing a `limit.group` share one counter: they must agree on per_recipient and per_seconds."""
+    first: dict[str, Rule] = {}
+    issues = []
+    for rule in rules:
+        limit = rule.policy.limit if rule.policy is not None else None
+        if limit is None or limit.group is None:
+            continue
+        seen = first.setdefault(limit.group, rule)
+        other = seen.policy.limit if seen.policy is not None else None
+        if other is None or seen is rule:
+            continue
+        if (other.per_recipient, other.per_seconds) != (limit.per_recipient, limit.per_seconds):
+            message = (
+                f"rule {rule.id}: limit group {limit.group!r} is {other.per_recipient} per {other.per_seconds:g} s"
+                f" in rule {seen.id}: every rule of a group must set the same per_recipient and per_seconds"
+            )
+            issues.append(ConfigIssue(rule.file, f"{rule.path}.limit", message, rule.line))
+    return issues
+
+
+def _deferral_needs_a_topic(settings: Settings, rules: list[Rule]) -> list[ConfigIssue]:
+    """A policy that defers or digests writes to `kafka.deferred_topic`: it must be set."""
+    if settings.kafka.deferred_topic is not None:
+        return []
+    issues = []
+    for rule in rules:
+        key = rule.policy.defers if rule.policy is not None else None
+        if key is not None:
+            message = (
+                f"rule {rule.id}: {key} holds messages on kafka.deferred_topic, which is not set"
+                " (set it, e.g. campus-bridge.deferred, and create the topic: docs/deployment.md, 'The deferred topic')"
+            )
+            issues.append(ConfigIssue(rule.file, f"{rule.path}.{key}", message, rule.line))
     return issues

@@ -18,6 +18,7 @@ from bridge.rules.codegen import SLOTS
 from bridge.rules.coerce import RenderError, describe_exception, field_text, type_name
 from bridge.rules.evaluators import Compiler
 from bridge.rules.keys import idempotency_key, record_key
+from bridge.rules.policies import RulePolicy
 from bridge.rules.pygen import Writer, build
 from bridge.rules.schema import Rule
 
@@ -42,6 +43,8 @@ class RuleSet:
     ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.ids: tuple[str, ...] = tuple(r.id for r in self.rules)
+        # rule id -> its policies, for the rules that have any (empty: no record pays for policies)
+        self.policies: dict[str, RulePolicy] = {r.id: r.policy for r in self.rules if r.policy is not None}
         self.msg_key = msg_key
         self._random_uuid = random_uuid
         self._plans: dict[str, _Plan] = {}

@@ -24,13 +24,14 @@ from bridge.rules.jmes import (
     size_bound,
     without_leftmost,
 )
+from bridge.rules.policies import POLICY_KEYS, RulePolicy, compile_policy
 from bridge.rules.pygen import compile_predicate
 from bridge.rules.template import Render, TemplateError, parse_template, split_template
 from bridge.topics import topic_name_problem
 from bridge.yamlsrc import Locator, PathKey, dotted
 
 Predicate = Callable[[Any], bool]
-RULE_KEYS = frozenset({"id", "description", "topics", "when", "for_each", "idempotency_key", "message"})
+RULE_KEYS = frozenset({"id", "description", "topics", "when", "for_each", "idempotency_key", "message", *POLICY_KEYS})
 ID_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 # All the expressions of one message together (each is bounded by `bridge.rules.jmes`).
 MAX_MESSAGE_GROWTH = 256
@@ -55,6 +56,7 @@ class Rule:
     message: CompiledMessage
     roots: frozenset[str]
     when_expr: Expression | None = None  # the parsed `when`, for `bridge map --explain`
+    policy: RulePolicy | None = None  # quiet hours, limit, dedupe, digest (bridge.rules.policies)
 
 
 class _Issues:
@@ -137,9 +139,14 @@ def compile_rule(
         )
         for sub, reason in problems:
             out.add(("message", *sub), reason)
+    policy, policy_roots, problems = compile_policy(entry, out.label.removeprefix("rule "), compiler, phone)
+    for sub, reason in problems:
+        out.add(sub, reason)
     if out.found or message is None:
         return None, out.found
     _check_message_size(raw_message, entry.get("idempotency_key"), out)
+    if isinstance(entry.get("digest"), dict):
+        _check_message_size(entry["digest"].get("message"), None, out, ("digest", "message"))
     if out.found:
         return None, out.found
     roots: set[str] = set(message.roots)
@@ -148,6 +155,7 @@ def compile_rule(
             roots |= part.roots
     if idempotency_key is not None:
         roots |= idempotency_key[1]
+    roots |= policy_roots
     return Rule(
         id=str(rule_id),
         description=str(description),
@@ -163,10 +171,13 @@ def compile_rule(
         message=message,
         roots=frozenset(roots),
         when_expr=when,
+        policy=policy,
     ), []
 
 
-def _check_message_size(raw_message: Any, idempotency_key: Any, out: _Issues) -> None:
+def _check_message_size(
+    raw_message: Any, idempotency_key: Any, out: _Issues, where: tuple[str, ...] = ("message",)
+) -> None:
     """A message is as large as all its expressions together: bound the sum, not only each one (a
     json_data of ten thousand `{{ event }}` leaves, cheap to write with YAML aliases, is each time the event)."""
     growth, constant = 0, 0
@@ -177,13 +188,13 @@ def _check_message_size(raw_message: Any, idempotency_key: Any, out: _Issues) ->
                 growth, constant = growth + a, constant + b
     if growth > MAX_MESSAGE_GROWTH:
         out.add(
-            ("message",),
+            where,
             f"the message's expressions together could be up to {growth:,}× the size of the event"
             f" (at most {MAX_MESSAGE_GROWTH}×): fewer fields copying the event, please",
         )
     if constant > MAX_MESSAGE_CONSTANT_BYTES:
         out.add(
-            ("message",),
+            where,
             f"the message's expressions together could hold {constant:,} bytes of literals"
             f" (at most {MAX_MESSAGE_CONSTANT_BYTES:,})",
         )

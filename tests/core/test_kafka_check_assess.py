@@ -15,6 +15,7 @@ from bridge.kafka.check import (
     TopicInfo,
     allows,
     assess_dead_letter,
+    assess_deferred,
     assess_group,
     assess_pattern,
     assess_source,
@@ -106,3 +107,21 @@ def test_allows_reads_the_bit_field() -> None:
     assert allows(ALL, WRITE) is True
     assert allows(NO_WRITE, WRITE) is False
     assert allows(UNKNOWN_OPERATIONS, WRITE) is None
+
+
+@pytest.mark.parametrize(
+    ("info", "status", "words"),
+    [
+        (TopicInfo("q", 0, 3, False, ALL), Status.OK, "3 partitions, WRITE and READ allowed"),
+        (TopicInfo("q", 0, 1, False, UNKNOWN_OPERATIONS), Status.OK, "1 partition, permissions not reported"),
+        (TopicInfo("q", 0, 1, False, NO_WRITE), Status.FAIL, "WRITE NOT allowed: grant WRITE on the topic"),
+        (TopicInfo("q", 0, 1, False, NO_READ), Status.FAIL, "READ NOT allowed: grant READ on the topic"),
+        (TopicInfo("q", 3, 0, False), Status.FAIL, "does not exist (UNKNOWN_TOPIC_OR_PARTITION): create it"),
+        (TopicInfo("q", 29, 0, False), Status.FAIL, "TOPIC_AUTHORIZATION_FAILED): grant DESCRIBE and WRITE"),
+    ],
+    ids=["usable", "not-reported", "no-write-acl", "no-read-acl", "missing", "no-describe"],
+)
+def test_deferred_topic(info: TopicInfo, status: Status, words: str) -> None:
+    check = assess_deferred(info)
+    assert check.name == "kafka deferred topic q"
+    assert (check.status, words in check.detail) == (status, True), check.detail

@@ -384,8 +384,9 @@ async def test_dashboard_and_alerts_on_a_real_prometheus(
         await asyncio.to_thread(stack.close)
 
 
-async def ensure_topics(bootstrap: str, names: list[str]) -> int:
-    """Create the demo's fixed-name topics if missing (1 partition); the total number of their partitions."""
+async def ensure_topics(bootstrap: str, names: list[str], written: int = 1) -> int:
+    """Create the demo's fixed-name topics if missing (1 partition); the total number of partitions of all but the
+    last `written` (the topics the bridge writes: dead letters, deferred messages)."""
     from aiokafka import AIOKafkaConsumer
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
@@ -410,7 +411,7 @@ async def ensure_topics(bootstrap: str, names: list[str]) -> int:
         while not all(found):
             await asyncio.sleep(0.2)
             found = await counts()
-        return sum(found[:-1])  # the dead-letter topic is not consumed
+        return sum(found[:-written])
     finally:
         await consumer.stop()
 
@@ -423,7 +424,7 @@ async def test_a_clean_start_with_the_demo_traffic_fires_no_false_alert(kafka_bo
     few malformed records on purpose)."""
     from bridge.demo.generator import TOPICS
 
-    partitions = await ensure_topics(kafka_bootstrap, [*TOPICS, "campus-bridge.dlq"])
+    partitions = await ensure_topics(kafka_bootstrap, [*TOPICS, "campus-bridge.dlq", "campus-bridge.deferred"], 2)
     stack = LocalStack(tmp_path / "stack")
     stack.bootstrap = kafka_bootstrap
     prometheus: Prometheus | None = None
@@ -450,7 +451,7 @@ async def test_a_clean_start_with_the_demo_traffic_fires_no_false_alert(kafka_bo
 
         # ---- fresh start, nothing consumed yet: every dead-letter reason is exported at 0 and nothing is active
         zeros = prom.series(f'bridge_dead_letters_total{{instance="{target}"}} == 0')
-        assert len(zeros) == 9, "all nine reasons are primed at 0"
+        assert len(zeros) == 11, "all eleven reasons are primed at 0"
         for _ in range(5):  # five rule evaluations (every second)
             assert active_alerts() == []
             await asyncio.sleep(1.0)

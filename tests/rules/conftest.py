@@ -67,7 +67,11 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         if inline is not None:
             section = inline if isinstance(inline, list) and not section else {**section, "inline": inline}
         config = {
-            "kafka": {"bootstrap_servers": "127.0.0.1:9092", "topics": TOPICS},
+            "kafka": {
+                "bootstrap_servers": "127.0.0.1:9092",
+                "topics": TOPICS,
+                "deferred_topic": "campus-bridge.deferred",
+            },
             "gateway": {"app_key": "k", "app_secret": "s"},
             "rules": section,
         }

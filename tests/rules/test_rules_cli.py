@@ -302,7 +302,7 @@ def test_bad_test_files(capsys: pytest.CaptureFixture[str], config: Path, tmp_pa
         f"error: {tests}:2: tests[0]: event is required",
         f"error: {tests}:5: tests[0].expect[0]: unknown rule 'pong' (rules: ping, fan)",
         f"error: {tests}:5: tests[0].expect[0]: message.mobile: not an API field",
-        f"error: {tests}:6: tests[0].expect[1]: give exactly one of message or error",
+        f"error: {tests}:6: tests[0].expect[1]: give exactly one of message, error or digest",
         f"error: {tmp_path / 'ping.yaml'}:1: not a test file: expected a top-level `tests:` list"
         " (a rule file? it has `rules:`)",
     ]

@@ -39,7 +39,8 @@ app.kubernetes.io/part-of: campus-bridge
 {{- end }}
 {{- end }}
 
-{{/* The bridge config as mounted: values.config plus static membership and the shared quota. */}}
+{{/* The bridge config as mounted: values.config plus static membership, the shared quota and (with it) the
+     rule policies' state in the same Redis. */}}
 {{- define "campus-bridge.config" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- $kafka := get $cfg "kafka" | default dict }}
@@ -61,6 +62,10 @@ app.kubernetes.io/part-of: campus-bridge
 {{- $rate := get $delivery "rate_limit" | default dict }}
 {{- $_ := set $rate "shared" $shared }}
 {{- $_ := set $delivery "rate_limit" $rate }}
+{{- if not (hasKey $delivery "policy_state") }}
+{{- /* replicas share recipients: the rule policies' caps, dedupe keys and digest windows go to the same Redis */}}
+{{- $_ := set $delivery "policy_state" (dict "store" "redis") }}
+{{- end }}
 {{- $_ := set $cfg "delivery" $delivery }}
 {{- end }}
 {{- toYaml $cfg }}
