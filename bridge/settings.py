@@ -186,6 +186,10 @@ class KafkaSettings(_Model):
     """Out-of-order window: unfinished records per partition before that partition is paused."""
     commit_interval_seconds: PositiveFloat = 1.0
     """How often finished offsets are committed."""
+    commit_every_messages: Annotated[int, Field(ge=0, le=10_000_000)] = 1000
+    """Also commit as soon as this many messages (or message-less records) became final since the last commit,
+    at most every 0.1 s — so at high rates a crash re-sends at most about this many finished messages, not a
+    whole interval's worth. 0 = commit on the interval only."""
     commit_metadata_max_bytes: Annotated[int, Field(ge=0, le=1_048_576)] = 4000
     """Byte budget of the commit metadata that lists finished records (and fan-out messages) above the
     committed offset, so a restart, rebalance or other instance skips them instead of sending again. Keep it

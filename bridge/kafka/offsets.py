@@ -45,6 +45,8 @@ class PartitionOffsets:
         "changes",
         "committed_changes",
         "committed_metadata",
+        "finished",
+        "finished_at_commit",
         "max_pending",
     )
 
@@ -57,6 +59,8 @@ class PartitionOffsets:
         self.changes = 0  # bumped by every track/complete: a commit is only rebuilt after a change
         self.committed_changes = 0  # `changes` as of the last commit
         self.committed_metadata = metadata  # the metadata of the last commit
+        self.finished = 0  # messages (and message-less records) that became final here, ever
+        self.finished_at_commit = 0  # `finished` when the last commit was built
 
     def __len__(self) -> int:
         """Unfinished-or-uncommittable records held (the out-of-order window)."""
@@ -85,6 +89,8 @@ class PartitionOffsets:
         if self._slots and offset <= self._slots[-1].offset:
             raise ValueError(f"offset {offset} fetched out of order (last {self._slots[-1].offset})")
         self.changes += 1
+        if pending <= 0:
+            self.finished += 1
         if pending <= 0 and not self._slots:
             self._done_upto = offset + 1
             return
@@ -109,6 +115,7 @@ class PartitionOffsets:
         if slot is None:
             return  # already finished or revoked: nothing to do
         self.changes += 1
+        self.finished += count
         if index is not None and slot.done is not None:
             slot.done.add(index)
         slot.pending -= count

@@ -54,6 +54,8 @@ class RecordSink(Protocol):
         ...
 
 
+EARLY_COMMIT_GAP_SECONDS = 0.1  # `commit_every_messages` commits no more often than this
+STOP_TICK_SECONDS = 0.2  # the commit loop's longest sleep, so it notices a stop soon
 DRAIN_WAIT_SECONDS = 0.5  # at the cap: how long to wait for the engine to drain before pausing the partitions
 YIELD_EVERY = 16  # records mapped between two yields to the event loop (~0.5 ms of work: the rate limiter's
 # tolerance is `burst` slots, 4 ms at 5,000/s, and a longer loop iteration loses rate)
@@ -122,6 +124,7 @@ class KafkaSource:
         self._last_broker_ok = time.monotonic()
         self._reported_unreachable = False
         self._metadata_problems: set[str] = set()  # kinds of unreadable commit metadata already logged
+        self._commit_lock = asyncio.Lock()
 
     # ----------------------------------------------------------------- lifecycle
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -231,16 +234,42 @@ class KafkaSource:
         consumer = self._consumer
         assert consumer is not None
         watch = asyncio.create_task(self._watch_broker(consumer), name="kafka-watch")
+        committer = asyncio.create_task(self._commit_loop(consumer), name="kafka-commit")
         try:
             await self._fetch_loop(consumer)
         finally:
+            self._stopping = True
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
+            # not cancelled mid-commit: it sees `_stopping` within one tick and returns
+            await committer
+
+    async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit every `commit_interval_seconds`, and early once `commit_every_messages` became final.
+
+        Its own task, so a fetch loop waiting for the engine to drain never delays a commit.
+        """
+        interval = self._k.commit_interval_seconds
+        every = self._k.commit_every_messages
+        tick = min(interval, EARLY_COMMIT_GAP_SECONDS) if every else min(interval, STOP_TICK_SECONDS)
+        next_commit = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(tick)
+            if self._stopping:
+                return
+            now = time.monotonic()
+            try:
+                if now >= next_commit:
+                    next_commit = now + interval
+                    await self.commit(consumer)
+                    self._publish_partition_metrics(consumer)
+                elif every and self.finished_since_commit() >= every:
+                    await self.commit(consumer)
+            except Exception:  # a bug here must not silently end committing: log it, try again next tick
+                log.exception("commit loop error (will retry)")
 
     async def _fetch_loop(self, consumer: AIOKafkaConsumer) -> None:
-        interval = self._k.commit_interval_seconds
-        next_commit = time.monotonic() + interval
         batch = self._k.fetch_max_records
         while not self._stopping:
             if not self._halted and self._pipeline.unfinished >= self._max_queued:
@@ -272,11 +301,10 @@ class KafkaSource:
                         if _revoked(part):  # a rebalance ran while we yielded
                             break
                 await asyncio.sleep(0)
-            now = time.monotonic()
-            if now >= next_commit:
-                next_commit = now + interval
-                await self.commit()
-                self._publish_partition_metrics(consumer)
+
+    def finished_since_commit(self) -> int:
+        """Messages (and message-less records) that became final since each partition's last commit was built."""
+        return sum(p.offsets.finished - p.offsets.finished_at_commit for p in self.parts.values())
 
     def stop_fetching(self) -> None:
         """Make `run` return after its current fetch."""
@@ -337,12 +365,17 @@ class KafkaSource:
         consumer = consumer or self._consumer
         if consumer is None:
             return
+        async with self._commit_lock:  # periodic, early, revoke and final commits never overlap
+            await self._commit(consumer, parts)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, parts: list[TopicPartition] | None) -> None:
         budget = self._k.commit_metadata_max_bytes
         requests: dict[TopicPartition, CommitRequest] = {}
         for tp in parts if parts is not None else list(self.parts):
             part = self.parts.get(tp)
             if part is None:
                 continue
+            part.offsets.finished_at_commit = part.offsets.finished
             req = commit_request(part.offsets, part.restored, budget)
             if req is not None:
                 requests[tp] = req

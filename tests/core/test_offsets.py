@@ -96,6 +96,20 @@ def test_complete_with_a_count_finishes_that_many_messages() -> None:
     assert window.commit_point() == 8
 
 
+def test_finished_counts_final_messages_and_message_less_records_but_not_unknown_offsets() -> None:
+    # the count behind `kafka.commit_every_messages`: what became final, whatever its place in the window
+    window = PartitionOffsets(10)
+    window.track(0, 0)  # skipped at once: one
+    window.track(1, 3)
+    window.track(2, 0)  # finished at fetch, behind an unfinished record: one
+    assert window.finished == 2
+    window.complete(1, count=2)
+    window.complete(99)  # not tracked (revoked or finished already): nothing
+    assert window.finished == 4
+    window.complete(1)
+    assert window.finished == 5 and window.commit_point() == 3
+
+
 def test_add_makes_a_record_wait_for_more_messages() -> None:
     window = tracked([0])
     window.add(0, 2)

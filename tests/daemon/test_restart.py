@@ -168,3 +168,22 @@ async def test_fanout_partly_delivered_at_a_kill_resends_only_the_undelivered_st
     m = await h.metrics(restarted)
     assert m['bridge_messages_skipped_total{reason="already_finished"}'] >= len(done)
     assert restarted.stop() == 0
+
+
+async def test_commits_early_once_commit_every_messages_became_final_without_waiting_for_the_interval(
+    harness: Harness,
+) -> None:
+    # the interval alone would commit after 120 s; 40 final messages trigger a commit within ~0.1 s, so a crash
+    # at high rates re-sends about that many finished messages, not an interval's worth
+    h = harness
+    await h.start_sim()
+    cfg = h.config(kafka={"commit_interval_seconds": 120, "commit_every_messages": 40})
+    proc = await h.start_bridge(cfg)
+    events = [note(i, to=f"1370000{i:04d}") for i in range(200)]
+    await h.produce(events, key=lambda e: str(e["seq"]).encode())
+    await h.wait_accepted({e["id"] for e in events}, timeout=60)
+    await h.wait_committed_to_end(timeout=15)  # far below the 120 s interval: the count did it
+    m = await h.metrics(proc)
+    assert m['bridge_commits_total{result="ok"}'] >= 1  # early commits, none failed
+    assert m.get('bridge_commits_total{result="failed"}', 0) == 0
+    assert proc.stop() == 0
