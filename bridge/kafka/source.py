@@ -55,6 +55,9 @@ class RecordSink(Protocol):
 
 
 EARLY_COMMIT_GAP_SECONDS = 0.1  # `commit_every_messages` commits no more often than this
+# ... nor more often than this many times the CPU time the last commit took to build (its metadata is O(window)):
+# at most ~5 % of a core goes to early commits, however large the out-of-order window grows
+EARLY_COMMIT_DUTY_FACTOR = 20
 STOP_TICK_SECONDS = 0.2  # the commit loop's longest sleep, so it notices a stop soon
 DRAIN_WAIT_SECONDS = 0.5  # at the cap: how long to wait for the engine to drain before pausing the partitions
 YIELD_EVERY = 16  # records mapped between two yields to the event loop (~0.5 ms of work: the rate limiter's
@@ -125,6 +128,7 @@ class KafkaSource:
         self._reported_unreachable = False
         self._metadata_problems: set[str] = set()  # kinds of unreadable commit metadata already logged
         self._commit_lock = asyncio.Lock()
+        self._commit_build_seconds = 0.0  # CPU time the last commit took to build (paces early commits)
 
     # ----------------------------------------------------------------- lifecycle
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -254,6 +258,7 @@ class KafkaSource:
         every = self._k.commit_every_messages
         tick = min(interval, EARLY_COMMIT_GAP_SECONDS) if every else min(interval, STOP_TICK_SECONDS)
         next_commit = time.monotonic() + interval
+        last_commit = 0.0
         while True:
             await asyncio.sleep(tick)
             if self._stopping:
@@ -264,8 +269,15 @@ class KafkaSource:
                     next_commit = now + interval
                     await self.commit(consumer)
                     self._publish_partition_metrics(consumer)
-                elif every and self.finished_since_commit() >= every:
+                elif (
+                    every
+                    and now - last_commit >= EARLY_COMMIT_DUTY_FACTOR * self._commit_build_seconds
+                    and self.finished_since_commit() >= every
+                ):
                     await self.commit(consumer)
+                else:
+                    continue
+                last_commit = now
             except Exception:  # a bug here must not silently end committing: log it, try again next tick
                 log.exception("commit loop error (will retry)")
 
@@ -371,6 +383,7 @@ class KafkaSource:
     async def _commit(self, consumer: AIOKafkaConsumer, parts: list[TopicPartition] | None) -> None:
         budget = self._k.commit_metadata_max_bytes
         requests: dict[TopicPartition, CommitRequest] = {}
+        started = time.thread_time()
         for tp in parts if parts is not None else list(self.parts):
             part = self.parts.get(tp)
             if part is None:
@@ -381,6 +394,7 @@ class KafkaSource:
                 requests[tp] = req
                 if req.overflow:
                     self._m.commit_metadata_overflow.inc()
+        self._commit_build_seconds = time.thread_time() - started
         if not requests:
             return
         try:
