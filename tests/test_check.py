@@ -23,7 +23,7 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bridge.cli import main
-from bridge.devstack import LocalStack, free_port
+from bridge.devstack import LocalStack, RedisProc, free_port
 from bridge.gateway.sim import SimGateway
 
 APP_KEY = "check-app"
@@ -252,3 +252,69 @@ async def test_check_as_processes_against_a_gateway_sim_with_a_skewed_clock(
     assert abs(skew(clock) - 300) < 5
     assert "behind the gateway's" in clock
     assert lines[-1] == "6 ok, 1 warning"
+
+
+def with_redis(config: Path, **delivery: Any) -> Path:
+    """The same config with `delivery` settings added (the Redis ones of these tests)."""
+    data = yaml.safe_load(config.read_text())
+    data["delivery"] = delivery
+    config.write_text(yaml.safe_dump(data))
+    return config
+
+
+async def test_check_pings_the_shared_quota_redis_and_loads_its_script_without_writing_a_key(
+    world: World, capsys: pytest.CaptureFixture[str], redis_url: str, redis_server: RedisProc
+) -> None:
+    import redis.asyncio as aioredis
+
+    config, _ = await world()
+    shared = {"redis_url": redis_url, "key_prefix": f"check-{uuid.uuid4().hex[:8]}"}
+    with_redis(config, rate_limit={"per_second": 50, "shared": shared}, policy_state={"store": "redis"})
+    code, lines, last = await bridge_check(config, capsys)
+    assert code == 0, "\n".join(lines.values())
+    name = f"redis 127.0.0.1:{redis_server.port}/0 (shared quota and policy state)"
+    assert list(lines)[-1] == name
+    assert re.match(r"OK    .*: PING \d+\.\d ms, Redis \d+\.\d+\.\d+, quota script loaded$", lines[name]), lines[name]
+    assert last == "8 ok"
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await client.keys(f"*{shared['key_prefix']}*") == []  # nothing written under the quota's prefix
+    finally:
+        await client.aclose()
+
+
+async def test_check_fails_naming_the_server_when_the_redis_is_unreachable(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, _ = await world()
+    port = free_port()  # nothing listens there
+    with_redis(config, policy_state={"store": "redis", "redis": {"redis_url": f"redis://127.0.0.1:{port}/2"}})
+    code, lines, last = await bridge_check(config, capsys)
+    assert code == 1
+    name = f"redis 127.0.0.1:{port}/2 (policy state)"
+    assert lines[name].startswith(f"FAIL  {name}: cannot connect: "), lines[name]
+    assert last == "7 ok, 1 failed"
+
+
+async def test_check_reports_a_wrong_redis_password_without_printing_it(
+    world: World, capsys: pytest.CaptureFixture[str], redis_url: str, redis_server: RedisProc
+) -> None:
+    import redis.asyncio as aioredis
+
+    user = f"check-{uuid.uuid4().hex[:8]}"
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await admin.acl_setuser(user, enabled=True, passwords=["+right-password-1"], keys=["*"], commands=["+@all"])
+        config, _ = await world()
+        for password, expect in (("right-password-1", "OK"), ("wrong-password-2", "FAIL")):
+            shared = {"redis_url": redis_url, "username": user, "password": password}
+            with_redis(config, rate_limit={"per_second": 50, "shared": shared})
+            code, lines, _ = await bridge_check(config, capsys)
+            line = lines[f"redis 127.0.0.1:{redis_server.port}/0 (shared quota)"]
+            assert line.startswith(expect), line
+            assert code == (0 if expect == "OK" else 1)
+            assert password not in "".join(lines.values())
+        assert "authentication failed" in line
+    finally:
+        await admin.acl_deluser(user)
+        await admin.aclose()

@@ -6,7 +6,9 @@ Probes, one line each (`OK`, `WARN`, `FAIL`, `SKIP`), then a summary line:
   refusal is reported with the gateway's code (25 signature, 29 app key, 27 session …);
 - clock: the local clock against the gateway's (warn above 60 s, fail above the gateway's 600 s);
 - kafka connection, every source topic (exists, READ allowed) or what `topic_pattern` matches, the consumer
-  group (can be described, READ allowed), the dead-letter topic (exists, WRITE allowed).
+  group (can be described, READ allowed), the dead-letter topic (exists, WRITE allowed);
+- redis, when the config uses it (`delivery.rate_limit.shared`, `delivery.policy_state`): PING with the
+  configured credentials, the server's version, and the quota's Lua script loads (nothing read or written).
 Exit status: 0 nothing failed (warnings allowed), 1 a check failed, 2 a bad config.
 """
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     from bridge.settings import Settings
 
 NAME = "check"
-HELP = "check gateway credentials, clock skew and Kafka access (topics, group, DLQ) without sending anything"
+HELP = "check gateway credentials, clock skew, Kafka access (topics, group, DLQ) and Redis without sending anything"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
 async def run_checks(
     settings: Settings, *, timeout_seconds: float = 10.0, clock: Callable[[], float] = time.time
 ) -> list[Check]:
-    """The gateway and Kafka probes, run at the same time; gateway lines first."""
+    """The gateway, Kafka and Redis probes, run at the same time; gateway lines first, Redis (if used) last."""
+    from bridge import redis_check
     from bridge.gateway import timecheck
     from bridge.kafka import check as kafka_check
 
-    gateway, kafka = await asyncio.gather(
+    gateway, kafka, redis = await asyncio.gather(
         timecheck.probe(settings.gateway, clock=clock, timeout_seconds=timeout_seconds),
         kafka_check.probe(settings.kafka, timeout_seconds=timeout_seconds),
+        redis_check.probe(settings, timeout_seconds=timeout_seconds),
     )
-    return [*gateway, *kafka]
+    return [*gateway, *kafka, *redis]
