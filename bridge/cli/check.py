@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bridge.checks import Check, Status, failed, summary
 from bridge.cli import add_config_argument
+from bridge.logs import quiet_logger
 from bridge.settings import config_path, load_settings
 
 if TYPE_CHECKING:
@@ -50,12 +50,8 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(config_path(args.config))
     rules = load_rules(settings)
     checks = [Check("config", Status.OK, f"{settings.source_path} loads with {len(rules)} rules")]
-    quiet = logging.getLogger("aiokafka")  # failures are reported as checks, not as library log lines
-    was_disabled, quiet.disabled = quiet.disabled, True
-    try:
+    with quiet_logger("aiokafka"):  # failures are reported as checks, not as library log lines
         checks += run_loop(run_checks(settings, timeout_seconds=args.timeout_seconds))
-    finally:
-        quiet.disabled = was_disabled
     for check in checks:
         print(check.line())
     print(summary(checks))

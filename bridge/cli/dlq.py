@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from bridge.cli import add_config_argument
+from bridge.logs import quiet_logger
 from bridge.settings import config_path, load_settings
 
 if TYPE_CHECKING:
@@ -151,7 +152,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(f"{shown} {noun} shown ({scanned} read from {settings.kafka.dead_letter_topic})", file=sys.stderr)
         return 0
 
-    return run_loop(go())
+    with quiet_logger("aiokafka"):  # an unreachable broker is one `error:` line, not aiokafka's retries
+        return run_loop(go())
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -174,4 +176,5 @@ def run_replay(args: argparse.Namespace) -> int:
             print(f"  {topic}: {n}")
         return 0
 
-    return run_loop(go())
+    with quiet_logger("aiokafka"):
+        return run_loop(go())

@@ -8,16 +8,45 @@ re-publishes it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from bridge.errors import BridgeError
 from bridge.logs import mask_phone, mask_text
 from bridge.settings import KafkaSettings
 
 from .client_options import connection_options
+from .connect import describe_kafka_error
+
+
+class KafkaUnreachable(BridgeError):
+    """A command-line tool could not reach the brokers (its message names them and the cause)."""
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+async def start_or_close(client: _Client, settings: KafkaSettings, purpose: str) -> None:
+    """Start an aiokafka client for a one-shot command; if it cannot start, close it (no "Unclosed …" warning)
+    and raise one sentence naming the servers and the cause."""
+    try:
+        await client.start()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await client.stop()
+        if isinstance(exc, KafkaError):
+            raise KafkaUnreachable(
+                f"cannot reach Kafka at {settings.bootstrap_servers} to {purpose}: {describe_kafka_error(exc)}"
+            ) from exc
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +144,7 @@ async def read_letters(settings: KafkaSettings, since_ms: int | None = None) -> 
     consumer = AIOKafkaConsumer(
         **connection_options(settings), enable_auto_commit=False, group_id=None, auto_offset_reset="earliest"
     )
-    await consumer.start()
+    await start_or_close(consumer, settings, f"read {settings.dead_letter_topic}")
     try:
         topic = settings.dead_letter_topic
         parts = consumer.partitions_for_topic(topic)

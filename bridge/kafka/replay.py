@@ -18,7 +18,7 @@ from bridge.pipeline import REPLAY_ORIGIN, REPLAY_RULE
 from bridge.settings import KafkaSettings
 
 from .client_options import connection_options
-from .letters import Letter, LetterFilter, read_letters
+from .letters import Letter, LetterFilter, read_letters, start_or_close
 
 
 @dataclass
@@ -68,7 +68,7 @@ async def replay_dead_letters(
     producer: AIOKafkaProducer | None = None
     if not dry_run:  # a dry run creates no producer at all
         producer = AIOKafkaProducer(**connection_options(settings), acks="all", enable_idempotence=True)
-        await producer.start()
+        await start_or_close(producer, settings, "replay dead letters")
     try:
         async with contextlib.aclosing(read_letters(settings, flt.since_ms)) as letters:
             async for letter in letters:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
+import yaml
 from harness import NOTE_RULE, REPO_ROOT_FOR_TESTS, Harness, note
 
+from bridge.devstack import free_port
 from bridge.gateway.simstate import Faults
 
 
@@ -58,3 +61,34 @@ async def test_dlq_replay_round_trip_redelivers_only_the_failed_messages_with_th
     assert copies_after == copies_before, "the rule that had succeeded did not send again"
     m = await h.metrics(proc)
     assert m['bridge_messages_total{outcome="delivered",rule="note"}'] == 20
+
+
+def test_dlq_commands_with_the_broker_unreachable_print_one_line_and_exit_1(tmp_path: Path) -> None:
+    # no aiokafka "Unable connect" flood and no "Unclosed AIOKafkaProducer/Consumer": one line naming the servers
+    port = free_port()  # nothing listens there
+    config = tmp_path / "bridge.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"bootstrap_servers": f"127.0.0.1:{port}", "topics": ["t1"], "dead_letter_topic": "t1.dlq"},
+                "gateway": {"url": "http://127.0.0.1:9/router/rest", "app_key": "k", "app_secret": "s"},
+            }
+        )
+    )
+    for command, purpose in (
+        (["dlq", "replay"], "replay dead letters"),
+        (["dlq", "replay", "--dry-run"], "read t1.dlq"),
+        (["dlq", "inspect"], "read t1.dlq"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "bridge", *command, "-c", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 1, (command, r.stdout, r.stderr)
+        assert r.stdout == ""
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1, (command, r.stderr)
+        assert lines[0].startswith(f"error: cannot reach Kafka at 127.0.0.1:{port} to {purpose}: "), lines[0]
