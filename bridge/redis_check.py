@@ -17,7 +17,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from bridge.checks import Check, Status
-from bridge.flow.quota_store import LUA, redis_options
+from bridge.flow.quota_store import LUA, credentials, redis_options
 from bridge.redact import redact
 from bridge.settings import RedisConnection, Settings
 
@@ -59,14 +59,7 @@ async def probe(settings: Settings, *, timeout_seconds: float = 10.0) -> list[Ch
 async def _probe_one(use: Use, timeout: float) -> Check:
     conn = use.conn
     name = f"redis {where(conn.redis_url)} ({use.purpose})"
-    options = redis_options(
-        conn.redis_url,
-        timeout,
-        username=conn.username,
-        password=conn.password.get_secret_value() if conn.password is not None else None,
-        ssl_cafile=str(conn.ssl_cafile) if conn.ssl_cafile is not None else None,
-        name="campus-bridge-check",
-    )
+    options = redis_options(conn.redis_url, timeout, name="campus-bridge-check", **credentials(conn))
     client: Redis = Redis.from_url(conn.redis_url, socket_timeout=timeout, **options)
     try:
         started = time.perf_counter()

@@ -7,7 +7,7 @@ import socket
 import time
 
 from bridge.flow.limiter import Clock, GcraLimiter, Limiter
-from bridge.flow.quota_store import RedisQuotaStore
+from bridge.flow.quota_store import RedisQuotaStore, credentials
 from bridge.flow.shared_quota import SharedQuota
 from bridge.metrics import Metrics
 from bridge.settings import Settings
@@ -34,9 +34,7 @@ def build_limiter(settings: Settings, metrics: Metrics, *, clock: Clock = time.m
         prefix=shared.key_prefix or default_key_prefix(settings.gateway.app_key),
         timeout=shared.timeout_ms / 1000.0,
         metrics=metrics,
-        username=shared.username,
-        password=shared.password.get_secret_value() if shared.password is not None else None,
-        ssl_cafile=str(shared.ssl_cafile) if shared.ssl_cafile is not None else None,
+        **credentials(shared),
     )
     return SharedQuota(
         store,

@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -28,6 +28,9 @@ from redis.exceptions import RedisError
 
 from bridge.errors import QuotaStoreError
 from bridge.metrics import Metrics
+
+if TYPE_CHECKING:
+    from bridge.settings import RedisConnection
 
 LUA = r"""
 -- campus-bridge shared quota. KEYS: tat, ban, members. ARGV[1] op, ARGV[2] now ('' = server TIME).
@@ -99,6 +102,16 @@ class Beat:
 
     instances: int
     ban_left: float
+
+
+def credentials(conn: RedisConnection) -> dict[str, Any]:
+    """A configured connection's `username`, `password` (revealed) and `ssl_cafile`, as `redis_options` and the
+    stores take them."""
+    return {
+        "username": conn.username,
+        "password": conn.password.get_secret_value() if conn.password is not None else None,
+        "ssl_cafile": str(conn.ssl_cafile) if conn.ssl_cafile is not None else None,
+    }
 
 
 def redis_options(

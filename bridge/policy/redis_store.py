@@ -27,7 +27,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
-from bridge.flow.quota_store import redis_options
+from bridge.flow.quota_store import credentials, redis_options
 from bridge.metrics import Metrics
 from bridge.policy.decide import Decision, Subject, decide, state_keys
 from bridge.policy.store import MemoryPolicyStore, PolicyStore
@@ -159,7 +159,5 @@ def build_policy_store(settings: Settings, metrics: Metrics) -> PolicyStore:
         prefix=state.key_prefix or f"campus-bridge:{settings.kafka.group_id}:policy",
         timeout=state.timeout_ms / 1000.0,
         metrics=metrics,
-        username=conn.username,
-        password=conn.password.get_secret_value() if conn.password is not None else None,
-        ssl_cafile=str(conn.ssl_cafile) if conn.ssl_cafile is not None else None,
+        **credentials(conn),
     )
