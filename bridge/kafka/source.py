@@ -59,6 +59,7 @@ EARLY_COMMIT_GAP_SECONDS = 0.1  # `commit_every_messages` commits no more often 
 # at most ~5 % of a core goes to early commits, however large the out-of-order window grows
 EARLY_COMMIT_DUTY_FACTOR = 20
 STOP_TICK_SECONDS = 0.2  # the commit loop's longest sleep, so it notices a stop soon
+COMMITTER_STOP_SECONDS = 5.0  # on stop, how long a commit in progress may finish before it is cancelled
 DRAIN_WAIT_SECONDS = 0.5  # at the cap: how long to wait for the engine to drain before pausing the partitions
 YIELD_EVERY = 16  # records mapped between two yields to the event loop (~0.5 ms of work: the rate limiter's
 # tolerance is `burst` slots, 4 ms at 5,000/s, and a longer loop iteration loses rate)
@@ -246,8 +247,10 @@ class KafkaSource:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-            # not cancelled mid-commit: it sees `_stopping` within one tick and returns
-            await committer
+            # it sees `_stopping` within one tick and returns; a commit stuck on unreachable brokers is cancelled
+            # after a bound (harmless: `close()` commits again), so a stop can never hang here
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(committer, COMMITTER_STOP_SECONDS)
 
     async def _commit_loop(self, consumer: AIOKafkaConsumer) -> None:
         """Commit every `commit_interval_seconds`, and early once `commit_every_messages` became final.
