@@ -59,6 +59,7 @@ EARLY_COMMIT_GAP_SECONDS = 0.1  # `commit_every_messages` commits no more often 
 # at most ~5 % of a core goes to early commits, however large the out-of-order window grows
 EARLY_COMMIT_DUTY_FACTOR = 20
 STOP_TICK_SECONDS = 0.2  # the commit loop's longest sleep, so it notices a stop soon
+CLOSE_STEP_SECONDS = 10.0  # on close, the final commit and leaving the group each get this long
 COMMITTER_STOP_SECONDS = 5.0  # on stop, how long a commit in progress may finish before it is cancelled
 DRAIN_WAIT_SECONDS = 0.5  # at the cap: how long to wait for the engine to drain before pausing the partitions
 YIELD_EVERY = 16  # records mapped between two yields to the event loop (~0.5 ms of work: the rate limiter's
@@ -331,9 +332,22 @@ class KafkaSource:
         if consumer is None:
             return
         try:
-            await self.commit(consumer)
+            await asyncio.wait_for(self.commit(consumer), CLOSE_STEP_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "final commit gave up: the brokers did not answer; what finished since the last commit is sent "
+                "again (same msg_keys) after a restart",
+                extra={"ctx": {"timeout_seconds": CLOSE_STEP_SECONDS, "servers": self._k.bootstrap_servers}},
+            )
         finally:
-            await consumer.stop()
+            try:
+                await asyncio.wait_for(consumer.stop(), CLOSE_STEP_SECONDS)
+            except TimeoutError:
+                log.warning(
+                    "leaving the consumer group gave up: the brokers did not answer; the group rebalances after "
+                    "the session timeout",
+                    extra={"ctx": {"timeout_seconds": CLOSE_STEP_SECONDS, "servers": self._k.bootstrap_servers}},
+                )
 
     # ----------------------------------------------------------------- records
     def _take(self, part: PartitionState, rec: Any) -> None:

@@ -330,3 +330,36 @@ async def test_missing_dlq_topic_is_one_error_at_start_and_recovers_when_created
         assert len([x for x in log_lines(proc) if x["level"] == "error"]) <= 2  # the check, maybe one write
     finally:
         await h.close()
+
+
+async def test_sigterm_with_the_broker_frozen_exits_in_bounded_time_and_loses_nothing(
+    broker: PrivateBroker, tmp_path: Path
+) -> None:
+    # the final commit cannot reach the coordinator: the stop must not hang on it (systemd would SIGKILL after
+    # TimeoutStopSec), and what it could not commit is delivered again, with the same msg_keys, after a restart
+    await asyncio.to_thread(broker.start)
+    h = Harness(broker.bootstrap, tmp_path / "world")
+    try:
+        await h.start_sim(Faults(latency_ms=2))
+        h.topic, h.partitions = "frozen-stop-events", 2
+        await create_topic(broker.bootstrap, h.topic, 2)
+        cfg = h.config(kafka={"bootstrap_servers": broker.bootstrap, **FAST_KAFKA})
+        proc = await h.start_bridge(cfg)
+        events = [note(i, to=f"1350000{i % 30:04d}") for i in range(100)]
+        await h.produce(events)
+        await h.wait_accepted({e["id"] for e in events}, timeout=60)
+        broker.freeze()
+        started = time.monotonic()
+        code = await asyncio.to_thread(proc.stop, 60.0)
+        took = time.monotonic() - started
+        broker.thaw()
+        print(f"\nSIGTERM with the broker frozen: exit {code} after {took:.1f} s")
+        assert code == 0 and took < 30, (code, took)
+        said = [x["msg"] for x in log_lines(proc)]
+        assert any(m.startswith("final commit gave up: the brokers did not answer") for m in said), said[-10:]
+        restarted = await h.start_bridge(cfg, name="bridge-restarted")
+        await h.wait_committed_to_end(timeout=60)
+        assert {e["id"] for e in events} <= set(h.accepted())
+        assert restarted.stop() == 0
+    finally:
+        await h.close()

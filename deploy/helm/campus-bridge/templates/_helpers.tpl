@@ -71,7 +71,8 @@ app.kubernetes.io/part-of: campus-bridge
 {{- toYaml $cfg }}
 {{- end }}
 
-{{/* SIGTERM grace: above the drain timeout (delivery.shutdown_timeout_seconds, default 30). */}}
+{{/* SIGTERM grace: above the drain timeout (delivery.shutdown_timeout_seconds, default 30), plus 10 s each for
+    the final commit and leaving the group when the brokers do not answer. */}}
 {{- define "campus-bridge.gracePeriod" -}}
 {{- $delivery := get .Values.config "delivery" | default dict }}
 {{- $drain := get $delivery "shutdown_timeout_seconds" | default 30 | int }}
@@ -81,7 +82,7 @@ app.kubernetes.io/part-of: campus-bridge
 {{- end }}
 {{- .Values.terminationGracePeriodSeconds }}
 {{- else }}
-{{- add $drain 15 }}
+{{- add $drain 30 }}
 {{- end }}
 {{- end }}
 
