@@ -46,6 +46,20 @@ async def create_topic(bootstrap: str, name: str, partitions: int, configs: dict
         await admin.close()
 
 
+async def private_world(broker: PrivateBroker, tmp_path: Path, topic: str, partitions: int) -> Harness:
+    """The private broker started, a simulator (2 ms latency) and `topic` on it: a Harness the test closes."""
+    await asyncio.to_thread(broker.start)
+    h = Harness(broker.bootstrap, tmp_path / "world")
+    try:
+        await h.start_sim(Faults(latency_ms=2))
+        h.topic, h.partitions = topic, partitions
+        await create_topic(broker.bootstrap, topic, partitions)
+    except BaseException:
+        await h.close()
+        raise
+    return h
+
+
 async def ready_reasons(h: Harness, proc: BridgeProc) -> tuple[int, list[str]]:
     status, body = await h.get(f"{proc.metrics_url}/readyz")
     return status, (orjson.loads(body).get("reasons", []) if body else [])
@@ -221,12 +235,8 @@ async def test_bridge_started_with_the_broker_frozen_waits_then_delivers(broker:
 async def test_broker_frozen_mid_stream_turns_not_ready_then_recovers_with_nothing_lost(
     broker: PrivateBroker, tmp_path: Path
 ) -> None:
-    await asyncio.to_thread(broker.start)
-    h = Harness(broker.bootstrap, tmp_path / "world")
+    h = await private_world(broker, tmp_path, "freeze-events", 3)
     try:
-        await h.start_sim(Faults(latency_ms=2))
-        h.topic, h.partitions = "freeze-events", 3
-        await create_topic(broker.bootstrap, h.topic, 3)
         cfg = h.config(kafka={"bootstrap_servers": broker.bootstrap, **FAST_KAFKA})
         proc = await h.start_bridge(cfg)
         first = [note(i, to=f"1350000{i % 30:04d}") for i in range(150)]
@@ -337,12 +347,8 @@ async def test_sigterm_with_the_broker_frozen_exits_in_bounded_time_and_loses_no
 ) -> None:
     # the final commit cannot reach the coordinator: the stop must not hang on it (systemd would SIGKILL after
     # TimeoutStopSec), and what it could not commit is delivered again, with the same msg_keys, after a restart
-    await asyncio.to_thread(broker.start)
-    h = Harness(broker.bootstrap, tmp_path / "world")
+    h = await private_world(broker, tmp_path, "frozen-stop-events", 2)
     try:
-        await h.start_sim(Faults(latency_ms=2))
-        h.topic, h.partitions = "frozen-stop-events", 2
-        await create_topic(broker.bootstrap, h.topic, 2)
         cfg = h.config(kafka={"bootstrap_servers": broker.bootstrap, **FAST_KAFKA})
         proc = await h.start_bridge(cfg)
         events = [note(i, to=f"1350000{i % 30:04d}") for i in range(100)]
